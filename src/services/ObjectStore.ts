@@ -1,0 +1,221 @@
+/**
+ * The ObjectStore: git objects by hash, and refs. One contract, several layers:
+ * `layerMemory` here, `layerFs` (bare git repository) in FsStore.ts, SQLite and PostgreSQL in their own modules.
+ * Every layer passes test/services/ObjectStoreConformance.ts.
+ */
+import { Context, Effect, Either, HashMap, Layer, Option, Ref, Schema } from "effect"
+import {
+  children, decodeObject, frame, type GitObject, hashOf, InvalidObject, type ObjectType, unframe
+} from "../domain/GitObject.js"
+import { ObjectHash } from "../domain/ObjectHash.js"
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", {
+  op: Schema.Literal("get", "put", "has", "missing", "readRef", "listRefs", "setRef", "deleteRef", "open", "listObjects"),
+  detail: Schema.optional(Schema.String),
+  cause: Schema.Defect
+}) {}
+
+export class ObjectNotFound extends Schema.TaggedError<ObjectNotFound>()("ObjectNotFound", {
+  hash: ObjectHash
+}) {}
+
+/** A stored object whose bytes do not hash to its name, do not inflate, or do not decode. */
+export class CorruptObject extends Schema.TaggedError<CorruptObject>()("CorruptObject", {
+  hash: ObjectHash,
+  detail: Schema.String
+}) {}
+
+/** A compare-and-set found another value than expected. `actual` is what the ref holds now. */
+export class RefConflict extends Schema.TaggedError<RefConflict>()("RefConflict", {
+  name: Schema.String,
+  expected: Schema.optional(ObjectHash),
+  actual: Schema.optional(ObjectHash)
+}) {}
+
+/** A graph could not be sealed because objects it reaches are not stored yet. */
+export class IncompleteGraph extends Schema.TaggedError<IncompleteGraph>()("IncompleteGraph", {
+  root: ObjectHash,
+  missing: Schema.Number
+}) {}
+
+// ---------------------------------------------------------------------------------------------
+// The contract
+
+/** A ref name: `refs/…`, slash-separated segments that git accepts (no `..`, no control chars, no `.lock`). */
+export const RefName = Schema.String.pipe(
+  Schema.filter((s) =>
+    /^refs\/([A-Za-z0-9._+@-]+\/)*[A-Za-z0-9._+@-]+$/.test(s) &&
+    !s.split("/").some((seg) => seg.startsWith(".") || seg.endsWith(".lock") || seg.endsWith(".")) &&
+    !s.includes("..") && s.length <= 1024 ||
+    `"${s}" is not a valid ref name`
+  ),
+  Schema.brand("RefName")
+)
+export type RefName = typeof RefName.Type
+
+export interface RefEntry {
+  readonly name: RefName
+  readonly hash: ObjectHash
+}
+
+export interface StoredObject {
+  readonly type: ObjectType
+  readonly body: Uint8Array
+}
+
+export class ObjectStore extends Context.Tag("upm/ObjectStore")<ObjectStore, {
+  /** Stores an object; idempotent. Returns its hash. */
+  readonly put: (type: ObjectType, body: Uint8Array) => Effect.Effect<ObjectHash, StoreError>
+  /** Stores many objects at once (one transaction where the backend has them). */
+  readonly putMany: (objects: ReadonlyArray<StoredObject>) => Effect.Effect<ReadonlyArray<ObjectHash>, StoreError>
+  /** The object, its framing checked and its hash verified. */
+  readonly get: (hash: ObjectHash) => Effect.Effect<StoredObject, ObjectNotFound | CorruptObject | StoreError>
+  readonly has: (hash: ObjectHash) => Effect.Effect<boolean, StoreError>
+  /** The given hashes that are not stored, in input order. */
+  readonly missing: (hashes: ReadonlyArray<ObjectHash>) => Effect.Effect<ReadonlyArray<ObjectHash>, StoreError>
+  readonly readRef: (name: RefName) => Effect.Effect<Option.Option<ObjectHash>, StoreError>
+  /** Refs whose name starts with `prefix` (e.g. `refs/tags/alice/`), sorted by name. */
+  readonly listRefs: (prefix: string) => Effect.Effect<ReadonlyArray<RefEntry>, StoreError>
+  /**
+   * Atomically sets `name` to `next` if it currently holds `expected` (None: does not exist).
+   * Setting a ref to the value it already holds succeeds whatever `expected` says, so sealing is idempotent;
+   * any other mismatch is a RefConflict carrying the actual value.
+   */
+  readonly setRef: (
+    name: RefName,
+    expected: Option.Option<ObjectHash>,
+    next: ObjectHash
+  ) => Effect.Effect<void, RefConflict | StoreError>
+  /** Atomically deletes `name` if it holds `expected`. Never used on release refs. */
+  readonly deleteRef: (name: RefName, expected: ObjectHash) => Effect.Effect<void, RefConflict | StoreError>
+  /** Every stored object's hash (for fsck, copy and gc). A stream would be nicer; stores are walked in batches. */
+  readonly listObjects: () => Effect.Effect<ReadonlyArray<ObjectHash>, StoreError>
+}>() {}
+
+// ---------------------------------------------------------------------------------------------
+// Operations over any store
+
+/** Reads and decodes an object; a body that does not decode is a CorruptObject. */
+export const getDecoded = (hash: ObjectHash) =>
+  Effect.flatMap(ObjectStore, (store) =>
+    Effect.flatMap(store.get(hash), ({ type, body }) =>
+      Either.match(decodeObject(type, body), {
+        onLeft: (e) => Effect.fail(new CorruptObject({ hash, detail: `${e.reason}: ${e.detail}` })),
+        onRight: (o): Effect.Effect<GitObject> => Effect.succeed(o)
+      })))
+
+/** Stores framed bytes (`"<type> <size>\0<body>"`, as a SEND carries them); the hash is computed here. */
+export const putFramed = (framed: Uint8Array, maxSize?: number) =>
+  Effect.flatMap(ObjectStore, (store) =>
+    Either.match(unframe(framed, maxSize), {
+      onLeft: (e): Effect.Effect<ObjectHash, InvalidObject | StoreError> => Effect.fail(e),
+      onRight: ({ type, body }) => store.put(type, body)
+    }))
+
+/** The framed bytes of a stored object. */
+export const getFramed = (hash: ObjectHash) =>
+  Effect.flatMap(ObjectStore, (store) => Effect.map(store.get(hash), ({ type, body }) => frame(type, body)))
+
+/**
+ * The objects reachable from `root` that are not stored, walking only what is stored
+ * (a missing tree's children are unknown until it arrives). This is what a resumed push or pull still needs.
+ */
+export const missingReachable = (root: ObjectHash) =>
+  Effect.gen(function* () {
+    const store = yield* ObjectStore
+    const missing: Array<ObjectHash> = []
+    const seen = new Set<string>([root])
+    let frontier: Array<{ hash: ObjectHash; type: ObjectType | undefined }> = [{ hash: root, type: undefined }]
+    while (frontier.length > 0) {
+      const absent = new Set(yield* store.missing(frontier.map((f) => f.hash)))
+      const next: Array<{ hash: ObjectHash; type: ObjectType | undefined }> = []
+      for (const item of frontier) {
+        if (absent.has(item.hash)) {
+          missing.push(item.hash)
+          continue
+        }
+        if (item.type === "blob") continue // blobs have no children: skip reading them
+        const object = yield* getDecoded(item.hash)
+        for (const child of children(object)) {
+          if (!seen.has(child.hash)) {
+            seen.add(child.hash)
+            next.push(child)
+          }
+        }
+      }
+      frontier = next
+    }
+    return missing as ReadonlyArray<ObjectHash>
+  })
+
+/**
+ * Seals a ref: writes it only if every object reachable from `hash` is stored.
+ * For release refs `expected` is None, so an existing release can never change.
+ */
+export const sealRef = (name: RefName, hash: ObjectHash, expected: Option.Option<ObjectHash> = Option.none()) =>
+  Effect.gen(function* () {
+    const store = yield* ObjectStore
+    const missing = yield* missingReachable(hash)
+    if (missing.length > 0) return yield* Effect.fail(new IncompleteGraph({ root: hash, missing: missing.length }))
+    yield* store.setRef(name, expected, hash)
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Memory layer: same contract, for tests and simulations
+
+export const makeMemory = Effect.gen(function* () {
+  const objects = yield* Ref.make(HashMap.empty<ObjectHash, StoredObject>())
+  const refs = yield* Ref.make(HashMap.empty<RefName, ObjectHash>())
+  const put = (type: ObjectType, body: Uint8Array) =>
+    Effect.sync(() => hashOf(type, body)).pipe(
+      Effect.tap((hash) => Ref.update(objects, HashMap.set(hash, { type, body: Uint8Array.from(body) } as StoredObject)))
+    )
+  return ObjectStore.of({
+    put,
+    putMany: (items) => Effect.forEach(items, (o) => put(o.type, o.body)),
+    get: (hash) =>
+      Effect.flatMap(Ref.get(objects), (m) =>
+        Option.match(HashMap.get(m, hash), {
+          onNone: () => Effect.fail(new ObjectNotFound({ hash })),
+          onSome: (o) => Effect.succeed(o)
+        })),
+    has: (hash) => Effect.map(Ref.get(objects), HashMap.has(hash)),
+    missing: (hashes) => Effect.map(Ref.get(objects), (m) => hashes.filter((h) => !HashMap.has(m, h))),
+    readRef: (name) => Effect.map(Ref.get(refs), HashMap.get(name)),
+    listRefs: (prefix) =>
+      Effect.map(Ref.get(refs), (m) =>
+        [...m].filter(([name]) => name.startsWith(prefix))
+          .map(([name, hash]) => ({ name, hash }))
+          .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))),
+    setRef: (name, expected, next) =>
+      Ref.modify(refs, (m): readonly [Effect.Effect<void, RefConflict>, HashMap.HashMap<RefName, ObjectHash>] => {
+        const actual = HashMap.get(m, name)
+        if (Option.contains(actual, next)) return [Effect.void, m] as const
+        if (!Option.getEquivalence<ObjectHash>((a, b) => a === b)(actual, expected)) {
+          return [Effect.fail(conflict(name, expected, actual)), m] as const
+        }
+        return [Effect.void, HashMap.set(m, name, next)] as const
+      }).pipe(Effect.flatten),
+    deleteRef: (name, expected) =>
+      Ref.modify(refs, (m): readonly [Effect.Effect<void, RefConflict>, HashMap.HashMap<RefName, ObjectHash>] => {
+        const actual = HashMap.get(m, name)
+        if (!Option.contains(actual, expected)) {
+          return [Effect.fail(conflict(name, Option.some(expected), actual)), m] as const
+        }
+        return [Effect.void, HashMap.remove(m, name)] as const
+      }).pipe(Effect.flatten),
+    listObjects: () => Effect.map(Ref.get(objects), (m) => [...HashMap.keys(m)])
+  })
+})
+
+export const conflict = (name: string, expected: Option.Option<ObjectHash>, actual: Option.Option<ObjectHash>) =>
+  new RefConflict({
+    name,
+    ...(Option.isSome(expected) ? { expected: expected.value } : {}),
+    ...(Option.isSome(actual) ? { actual: actual.value } : {})
+  })
+
+export const layerMemory = Layer.effect(ObjectStore, makeMemory)
