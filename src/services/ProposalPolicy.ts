@@ -5,7 +5,7 @@
  *
  * (Interface fixed by the skeleton.)
  */
-import { Context, Effect, Layer, Schema } from "effect"
+import { Context, Effect, Layer, Option, Schema } from "effect"
 import type { VerifiedRelease } from "./Verifier.js"
 
 export const Decision = Schema.Union(
@@ -32,4 +32,19 @@ export class ProposalPolicy extends Context.Tag("upm/ProposalPolicy")<ProposalPo
 /** The built-in default once the Verifier has checked signature and ownership: accept. */
 export const layerAcceptAll = Layer.succeed(ProposalPolicy, ProposalPolicy.of({
   propose: () => Effect.succeed({ _tag: "Accepted" as const })
+}))
+
+/**
+ * Open conversations with users, by their unguessable token. During `publish`, the CLI opens a message
+ * session, obtains a token, and names it on the sync connection before pushing (query `attach <token>`);
+ * the push flow then hands that conversation to the policy, which relays the handler's `upm send` /
+ * `upm receive` over the user's message session. (The message-protocol issue provides the real layer.)
+ */
+export class Conversations extends Context.Tag("upm/Conversations")<Conversations, {
+  readonly attach: (token: string) => Effect.Effect<Option.Option<Conversation>>
+}>() {}
+
+/** No message sessions: every token is unknown. */
+export const layerNoConversations = Layer.succeed(Conversations, Conversations.of({
+  attach: () => Effect.succeed(Option.none())
 }))
