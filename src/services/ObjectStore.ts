@@ -8,6 +8,7 @@ import {
   children, decodeObject, frame, type GitObject, hashOf, InvalidObject, type ObjectType, unframe
 } from "../domain/GitObject.js"
 import { ObjectHash } from "../domain/ObjectHash.js"
+import { deflateSync, inflateSync } from "node:zlib"
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -28,11 +29,16 @@ export class CorruptObject extends Schema.TaggedError<CorruptObject>()("CorruptO
   detail: Schema.String
 }) {}
 
-/** A compare-and-set found another value than expected. `actual` is what the ref holds now. */
+/**
+ * A compare-and-set found another value than expected. `actual` is what the ref holds now.
+ * `reason` is "Immutable" when the ref is a tag (`refs/tags/…`), which no setRef/deleteRef may change once
+ * written, whatever `expected` says; absent (or "Mismatch") for an ordinary compare-and-set failure.
+ */
 export class RefConflict extends Schema.TaggedError<RefConflict>()("RefConflict", {
   name: Schema.String,
   expected: Schema.optional(ObjectHash),
-  actual: Schema.optional(ObjectHash)
+  actual: Schema.optional(ObjectHash),
+  reason: Schema.optional(Schema.Literal("Mismatch", "Immutable"))
 }) {}
 
 /** A graph could not be sealed because objects it reaches are not stored yet. */
@@ -55,6 +61,13 @@ export const RefName = Schema.String.pipe(
   Schema.brand("RefName")
 )
 export type RefName = typeof RefName.Type
+
+/**
+ * Tags are immutable in every store: once `refs/tags/…` holds a hash, no setRef can change it and no deleteRef
+ * can remove it (a RefConflict with reason "Immutable"). Release refs live there, so a published version can never
+ * point at other content, even through a caller that passes the right `expected` value.
+ */
+export const isImmutableRef = (name: string): boolean => name.startsWith("refs/tags/")
 
 export interface RefEntry {
   readonly name: RefName
@@ -82,17 +95,33 @@ export class ObjectStore extends Context.Tag("upm/ObjectStore")<ObjectStore, {
   /**
    * Atomically sets `name` to `next` if it currently holds `expected` (None: does not exist).
    * Setting a ref to the value it already holds succeeds whatever `expected` says, so sealing is idempotent;
-   * any other mismatch is a RefConflict carrying the actual value.
+   * any other mismatch is a RefConflict carrying the actual value. A tag (`isImmutableRef`) that exists can never
+   * be changed: RefConflict with reason "Immutable" even when `expected` matches.
    */
   readonly setRef: (
     name: RefName,
     expected: Option.Option<ObjectHash>,
     next: ObjectHash
   ) => Effect.Effect<void, RefConflict | StoreError>
-  /** Atomically deletes `name` if it holds `expected`. Never used on release refs. */
+  /** Atomically deletes `name` if it holds `expected`. Tags (`isImmutableRef`) are refused with reason "Immutable". */
   readonly deleteRef: (name: RefName, expected: ObjectHash) => Effect.Effect<void, RefConflict | StoreError>
   /** Every stored object's hash (for fsck, copy and gc). A stream would be nicer; stores are walked in batches. */
   readonly listObjects: () => Effect.Effect<ReadonlyArray<ObjectHash>, StoreError>
+  /**
+   * Optional: the object exactly as stored, zlib-deflated framed bytes (git's loose-object format), neither
+   * inflated nor verified, so the sync protocol can serve it without recompressing (the receiver hashes what it
+   * gets anyway). Stores that keep objects uncompressed leave it out; use `getDeflated` below, which falls back.
+   */
+  readonly getDeflated?: (hash: ObjectHash) => Effect.Effect<Uint8Array, ObjectNotFound | StoreError>
+  /**
+   * Optional: stores a zlib-deflated framed object as it arrived, without recompressing it. It is inflated once
+   * (at most `maxSize` body bytes) to compute and check its hash; anything that does not inflate or frame is an
+   * InvalidObject. Use `putDeflated` below, which falls back to inflate + put.
+   */
+  readonly putDeflated?: (
+    deflated: Uint8Array,
+    maxSize?: number
+  ) => Effect.Effect<ObjectHash, InvalidObject | StoreError>
 }>() {}
 
 // ---------------------------------------------------------------------------------------------
@@ -114,6 +143,43 @@ export const putFramed = (framed: Uint8Array, maxSize?: number) =>
       onLeft: (e): Effect.Effect<ObjectHash, InvalidObject | StoreError> => Effect.fail(e),
       onRight: ({ type, body }) => store.put(type, body)
     }))
+
+/** The zlib-deflated framed bytes of a stored object: as stored where the store keeps them so, else deflated here. */
+export const getDeflated = (hash: ObjectHash) =>
+  Effect.flatMap(ObjectStore, (store) =>
+    store.getDeflated !== undefined
+      ? store.getDeflated(hash)
+      : Effect.flatMap(store.get(hash), ({ type, body }) =>
+        Effect.try({
+          try: () => new Uint8Array(deflateSync(frame(type, body), { level: 1 })),
+          catch: (cause) => new StoreError({ op: "get", detail: `deflating ${hash}`, cause })
+        })))
+
+/** Stores zlib-deflated framed bytes (at most `maxSize` body bytes once inflated); the hash is computed here. */
+export const putDeflated = (deflated: Uint8Array, maxSize?: number) =>
+  Effect.flatMap(ObjectStore, (store) =>
+    store.putDeflated !== undefined
+      ? store.putDeflated(deflated, maxSize)
+      : Effect.flatMap(inflateFramed(deflated, maxSize), ({ type, body }) => store.put(type, body)))
+
+/**
+ * Inflates a loose object and unframes it, refusing to inflate past the declared limit (a small deflated input
+ * can expand enormously). The header is read first, so the output limit is the declared size.
+ */
+export const inflateFramed = (
+  deflated: Uint8Array,
+  maxSize = DEFAULT_MAX_OBJECT
+): Effect.Effect<{ readonly type: ObjectType; readonly body: Uint8Array }, InvalidObject> =>
+  Effect.try({
+    try: () => inflateSync(deflated, { maxOutputLength: maxSize + 32 }),
+    catch: (cause) =>
+      cause instanceof RangeError
+        ? new InvalidObject({ reason: "TooLarge", detail: `inflates past the limit of ${maxSize} bytes` })
+        : new InvalidObject({ reason: "BadFraming", detail: `does not inflate: ${String(cause)}` })
+  }).pipe(Effect.flatMap((framed) => unframe(framed, maxSize)))
+
+/** The default largest object body a store reads back or accepts deflated (1 GiB). */
+export const DEFAULT_MAX_OBJECT = 1024 * 1024 * 1024
 
 /** The framed bytes of a stored object. */
 export const getFramed = (hash: ObjectHash) =>
@@ -192,30 +258,62 @@ export const makeMemory = Effect.gen(function* () {
           .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))),
     setRef: (name, expected, next) =>
       Ref.modify(refs, (m): readonly [Effect.Effect<void, RefConflict>, HashMap.HashMap<RefName, ObjectHash>] => {
-        const actual = HashMap.get(m, name)
-        if (Option.contains(actual, next)) return [Effect.void, m] as const
-        if (!Option.getEquivalence<ObjectHash>((a, b) => a === b)(actual, expected)) {
-          return [Effect.fail(conflict(name, expected, actual)), m] as const
-        }
-        return [Effect.void, HashMap.set(m, name, next)] as const
+        const refusal = casRefusal(name, expected, HashMap.get(m, name), next)
+        return refusal === undefined
+          ? [Effect.void, HashMap.set(m, name, next)] as const
+          : [refusal === "Same" ? Effect.void : Effect.fail(refusal), m] as const
       }).pipe(Effect.flatten),
     deleteRef: (name, expected) =>
       Ref.modify(refs, (m): readonly [Effect.Effect<void, RefConflict>, HashMap.HashMap<RefName, ObjectHash>] => {
-        const actual = HashMap.get(m, name)
-        if (!Option.contains(actual, expected)) {
-          return [Effect.fail(conflict(name, Option.some(expected), actual)), m] as const
-        }
-        return [Effect.void, HashMap.remove(m, name)] as const
+        const refusal = deleteRefusal(name, expected, HashMap.get(m, name))
+        return refusal === undefined
+          ? [Effect.void, HashMap.remove(m, name)] as const
+          : [Effect.fail(refusal), m] as const
       }).pipe(Effect.flatten),
     listObjects: () => Effect.map(Ref.get(objects), (m) => [...HashMap.keys(m)])
   })
 })
 
-export const conflict = (name: string, expected: Option.Option<ObjectHash>, actual: Option.Option<ObjectHash>) =>
+export const conflict = (
+  name: string,
+  expected: Option.Option<ObjectHash>,
+  actual: Option.Option<ObjectHash>,
+  reason?: "Mismatch" | "Immutable"
+) =>
   new RefConflict({
     name,
     ...(Option.isSome(expected) ? { expected: expected.value } : {}),
-    ...(Option.isSome(actual) ? { actual: actual.value } : {})
+    ...(Option.isSome(actual) ? { actual: actual.value } : {}),
+    ...(reason !== undefined ? { reason } : {})
   })
+
+/**
+ * The compare-and-set rule every layer applies, given the ref's current value: undefined to write `next`,
+ * "Same" when it already holds `next` (succeed without writing), or the RefConflict to fail with.
+ */
+export const casRefusal = (
+  name: RefName,
+  expected: Option.Option<ObjectHash>,
+  actual: Option.Option<ObjectHash>,
+  next: ObjectHash
+): RefConflict | "Same" | undefined => {
+  if (Option.contains(actual, next)) return "Same"
+  if (Option.isSome(actual) && isImmutableRef(name)) return conflict(name, expected, actual, "Immutable")
+  if (!Option.getEquivalence<ObjectHash>((a, b) => a === b)(actual, expected)) {
+    return conflict(name, expected, actual, "Mismatch")
+  }
+  return undefined
+}
+
+/** The delete rule every layer applies: undefined to delete, or the RefConflict to fail with. */
+export const deleteRefusal = (
+  name: RefName,
+  expected: ObjectHash,
+  actual: Option.Option<ObjectHash>
+): RefConflict | undefined => {
+  if (!Option.contains(actual, expected)) return conflict(name, Option.some(expected), actual, "Mismatch")
+  if (isImmutableRef(name)) return conflict(name, Option.some(expected), actual, "Immutable")
+  return undefined
+}
 
 export const layerMemory = Layer.effect(ObjectStore, makeMemory)
