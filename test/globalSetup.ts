@@ -1,9 +1,13 @@
 /**
  * Runs once before the whole suite: makes sure the compiled CLI (dist/) is current, since end-to-end tests
- * spawn `bin/upm.js` as a real process.
+ * spawn `bin/upm.js` as a real process; and starts the throwaway PostgreSQL cluster the postgres tests share
+ * (test/pg.ts; stopped by the returned teardown, which vitest runs whether tests pass or fail).
  */
 import { execFileSync } from "node:child_process"
+import type { TestProject } from "vitest/node"
+import { setupPg } from "./pg.js"
 
-export default function setup() {
+export default async function setup(project: TestProject) {
   execFileSync("npx", ["tsc", "-p", "tsconfig.build.json"], { stdio: "inherit" })
+  return setupPg((info) => project.provide("upmPg", info))
 }
