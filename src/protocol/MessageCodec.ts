@@ -1,0 +1,311 @@
+/**
+ * The message protocol's codec (seed 001): `[4-byte little-endian length][JSON]` frames, and the four message
+ * directions as Schemas:
+ *
+ * - client → server: `ClientRequest` (`header.authentication`, `header.scope`, `payload.type`, `payload.data`)
+ * - server → client: `ServerResponse` (`header.status`, `payload.type`, `payload.data`)
+ * - server → handler: `HandlerRequest` (the client's message without its credentials, plus who sent it)
+ * - handler → server: `HandlerReply` (`header.status`, `header.command`, `header.commandData`, payload)
+ *
+ * Every message may carry `header.id`, a correlation id: the server echoes a client's id on the response, and
+ * a persistent handler must echo the id of the request it answers (see docs/protocol.md, "Message protocol").
+ *
+ * Decoding is streaming and bounded: the frame length is checked before anything is buffered, the JSON nesting
+ * depth is checked by a scan before `JSON.parse` runs, and a message that does not match its Schema gives a
+ * `MessageError` whose `issues` name each wrong field (`payload.type: Expected string, actual 1`).
+ */
+import { Channel, Chunk, Effect, Either, ParseResult, Schema, Stream } from "effect"
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** The byte stream is not a sequence of frames: a length over the limit, or input ending inside a frame. */
+export class FrameError extends Schema.TaggedError<FrameError>()("FrameError", {
+  reason: Schema.Literal("TooLarge", "Truncated"),
+  length: Schema.Number,
+  limit: Schema.Number
+}) {
+  override get message() {
+    return this.reason === "TooLarge"
+      ? `frame of ${this.length} bytes exceeds the limit of ${this.limit} bytes`
+      : `input ended inside a frame (${this.length} bytes buffered)`
+  }
+}
+
+export const Issue = Schema.Struct({ path: Schema.String, message: Schema.String })
+export type Issue = typeof Issue.Type
+
+/** One frame that is not a valid message. The frame boundary is intact, so a session can answer and go on. */
+export class MessageError extends Schema.TaggedError<MessageError>()("MessageError", {
+  reason: Schema.Literal("BadUtf8", "BadJson", "TooDeep", "Invalid", "TooLarge", "Unencodable"),
+  detail: Schema.String,
+  issues: Schema.Array(Issue)
+}) {
+  override get message() {
+    return this.issues.length === 0
+      ? this.detail
+      : `${this.detail}: ${this.issues.map((i) => `${i.path === "" ? "(message)" : i.path}: ${i.message}`).join("; ")}`
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Limits
+
+export interface Limits {
+  /** Largest frame body in bytes (the 4-byte prefix excluded). */
+  readonly maxFrame: number
+  /** Deepest nesting of JSON arrays and objects. */
+  readonly maxDepth: number
+}
+
+export const defaultLimits: Limits = { maxFrame: 1024 * 1024, maxDepth: 32 }
+
+// ---------------------------------------------------------------------------------------------
+// Schemas
+
+const text = (max: number) => Schema.String.pipe(Schema.maxLength(max))
+
+/** A correlation id: chosen by the client (echoed on its response) or by the server (for a persistent handler). */
+export const CorrelationId = Schema.Union(
+  Schema.String.pipe(Schema.minLength(1), Schema.maxLength(128)),
+  Schema.Int
+)
+export type CorrelationId = typeof CorrelationId.Type
+
+/** A message type names a built-in or a handler: 1–64 of `A-Z a-z 0-9 . _ : -`. */
+export const MessageType = Schema.String.pipe(
+  Schema.pattern(/^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$/, {
+    message: () => "a message type is 1–64 of A-Z a-z 0-9 . _ : - starting with a letter or digit"
+  })
+)
+
+export const Scope = Schema.Literal("client", "server")
+export type Scope = typeof Scope.Type
+
+export const Authentication = Schema.Struct({ username: text(128), password: text(1024) })
+export type Authentication = typeof Authentication.Type
+
+/** A status word: `ok`, `error`, `unauthorized`, … or whatever a handler says (at most 64 characters). */
+export const Status = text(64)
+
+/** client → server (seed 001 "Client -> Server"). `authentication` may be omitted after the first message. */
+export const ClientRequest = Schema.Struct({
+  header: Schema.Struct({
+    authentication: Schema.optional(Authentication),
+    scope: Scope,
+    id: Schema.optional(CorrelationId)
+  }),
+  payload: Schema.Struct({ type: MessageType, data: Schema.Unknown })
+})
+export type ClientRequest = typeof ClientRequest.Type
+
+/** server → client (seed 001 "Client <- Server"); also the frames the server pushes during a conversation. */
+export const ServerResponse = Schema.Struct({
+  header: Schema.Struct({ status: Status, id: Schema.optional(CorrelationId) }),
+  payload: Schema.Struct({ type: text(64), data: Schema.Unknown })
+})
+export type ServerResponse = typeof ServerResponse.Type
+
+/**
+ * server → handler. Seed 001 sends only `payload.data`; a handler that serves several types, answers several
+ * requests at once, or talks with the user needs more, so upm sends the client's message without its
+ * credentials, plus: `id` (echo it), who asked (`user` or `peer`), and the conversation `handle`.
+ */
+export const HandlerRequest = Schema.Struct({
+  header: Schema.Struct({
+    id: CorrelationId,
+    scope: Scope,
+    user: Schema.optional(text(128)),
+    peer: Schema.optional(text(128)),
+    handle: Schema.optional(text(128)),
+    handleSocket: Schema.optional(text(4096))
+  }),
+  payload: Schema.Struct({ type: MessageType, data: Schema.Unknown })
+})
+export type HandlerRequest = typeof HandlerRequest.Type
+
+/** Where a handler's reply goes: `requester`/absent, `all` (servers), or named clients (users) / peers. */
+export const CommandData = Schema.Union(
+  Schema.Null,
+  Schema.Literal("requester", "all"),
+  Schema.Array(text(128)).pipe(Schema.maxItems(1000))
+)
+export type CommandData = typeof CommandData.Type
+
+/** handler → server (seed 001 "Message Handler -> Server"). */
+export const HandlerReply = Schema.Struct({
+  header: Schema.Struct({
+    status: Status,
+    command: Schema.Literal("sendClients", "sendServers"),
+    commandData: Schema.optional(CommandData),
+    id: Schema.optional(CorrelationId)
+  }),
+  payload: Schema.Struct({ type: text(64), data: Schema.Unknown })
+})
+export type HandlerReply = typeof HandlerReply.Type
+
+// ---------------------------------------------------------------------------------------------
+// Frames
+
+/** Streaming frame decoder: byte chunks in, frame bodies out; the length is checked before buffering. */
+export const frameDecoder = <E>(maxFrame: number) => {
+  const loop = (buf: Buffer): Channel.Channel<
+    Chunk.Chunk<Uint8Array>, Chunk.Chunk<Uint8Array>, FrameError | E, E, void, unknown
+  > =>
+    Channel.readWithCause({
+      onInput: (input: Chunk.Chunk<Uint8Array>) => {
+        let rest = buf.length === 0 && Chunk.size(input) === 1
+          ? Buffer.from(Chunk.unsafeHead(input))
+          : Buffer.concat([buf, ...input])
+        const frames: Array<Uint8Array> = []
+        while (rest.length >= 4) {
+          const length = rest.readUInt32LE(0)
+          if (length > maxFrame) return Channel.fail(new FrameError({ reason: "TooLarge", length, limit: maxFrame }))
+          if (rest.length < 4 + length) break
+          frames.push(rest.subarray(4, 4 + length))
+          rest = rest.subarray(4 + length)
+        }
+        // Copy the unconsumed tail so a small remainder does not pin a large chunk.
+        const tail = rest.length === 0 ? Buffer.alloc(0) : Buffer.from(rest)
+        return frames.length === 0
+          ? loop(tail)
+          : Channel.zipRight(Channel.write(Chunk.unsafeFromArray(frames)), loop(tail))
+      },
+      onFailure: Channel.failCause,
+      onDone: () =>
+        buf.length === 0
+          ? Channel.void
+          : Channel.fail(new FrameError({ reason: "Truncated", length: buf.length, limit: maxFrame }))
+    })
+  return loop(Buffer.alloc(0))
+}
+
+/** Splits a byte stream into frame bodies. */
+export const decodeFrames = (maxFrame: number = defaultLimits.maxFrame) =>
+<E, R>(bytes: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Uint8Array, FrameError | E, R> =>
+  Stream.pipeThroughChannelOrFail(bytes, frameDecoder<E>(maxFrame))
+
+/** Prefixes a body with its 4-byte little-endian length. */
+export const frame = (body: Uint8Array): Uint8Array => {
+  const out = Buffer.allocUnsafe(4 + body.length)
+  out.writeUInt32LE(body.length, 0)
+  out.set(body, 4)
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// JSON with limits
+
+const utf8 = new TextDecoder("utf-8", { fatal: true })
+const QUOTE = 0x22, BACKSLASH = 0x5c, OPEN_BRACE = 0x7b, CLOSE_BRACE = 0x7d, OPEN_BRACKET = 0x5b, CLOSE_BRACKET = 0x5d
+
+/** The deepest nesting of `{`/`[` outside strings, scanning bytes; stops early once `limit` is passed. */
+export const jsonDepth = (bytes: Uint8Array, limit: number): number => {
+  let depth = 0, max = 0, inString = false
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]
+    if (inString) {
+      if (b === BACKSLASH) i++
+      else if (b === QUOTE) inString = false
+    } else if (b === QUOTE) inString = true
+    else if (b === OPEN_BRACE || b === OPEN_BRACKET) {
+      depth++
+      if (depth > max) {
+        max = depth
+        if (max > limit) return max
+      }
+    } else if (b === CLOSE_BRACE || b === CLOSE_BRACKET) depth--
+  }
+  return max
+}
+
+const formatPath = (path: ReadonlyArray<PropertyKey>) =>
+  path.map((p) => (typeof p === "number" ? `[${p}]` : String(p))).join(".").replace(/\.\[/g, "[")
+
+/** Schema issues as `{ path, message }` items (ArrayFormatter), paths dotted: `header.authentication.username`. */
+export const issuesOf = (error: ParseResult.ParseError): ReadonlyArray<Issue> => {
+  // A literal union reports one issue per member: merge them into one issue per path.
+  const byPath = new Map<string, Array<string>>()
+  for (const i of ParseResult.ArrayFormatter.formatErrorSync(error)) {
+    const path = formatPath(i.path)
+    const messages = byPath.get(path) ?? []
+    if (!messages.includes(i.message)) messages.push(i.message)
+    byPath.set(path, messages)
+  }
+  // An optional field that is present but wrong also reports "Expected undefined" at its parent: keep the
+  // more precise issues below it.
+  const paths = [...byPath.keys()]
+  return [...byPath]
+    .filter(([path]) => !paths.some((other) => other !== path && other.startsWith(path === "" ? "" : `${path}.`)))
+    .map(([path, messages]) => ({ path, message: messages.join(" | ") }))
+}
+
+/** Parses one frame body as JSON within the depth limit. */
+export const parseJson = (body: Uint8Array, limits: Limits = defaultLimits): Either.Either<unknown, MessageError> => {
+  if (body.length > limits.maxFrame) {
+    return Either.left(new MessageError({ reason: "TooLarge", detail: `message of ${body.length} bytes exceeds ${limits.maxFrame}`, issues: [] }))
+  }
+  const depth = jsonDepth(body, limits.maxDepth)
+  if (depth > limits.maxDepth) {
+    return Either.left(new MessageError({ reason: "TooDeep", detail: `JSON nested deeper than ${limits.maxDepth} levels`, issues: [] }))
+  }
+  let source: string
+  try {
+    source = utf8.decode(body)
+  } catch {
+    return Either.left(new MessageError({ reason: "BadUtf8", detail: "the message is not valid UTF-8", issues: [] }))
+  }
+  try {
+    return Either.right(JSON.parse(source))
+  } catch (e) {
+    return Either.left(new MessageError({ reason: "BadJson", detail: `the message is not JSON (${e instanceof Error ? e.message : String(e)})`, issues: [] }))
+  }
+}
+
+/** Decodes one frame body into a message of `schema`; every wrong field is named. */
+export const decodeMessage = <A, I>(schema: Schema.Schema<A, I>, limits: Limits = defaultLimits) => {
+  const decode = Schema.decodeUnknownEither(schema, { errors: "all", onExcessProperty: "ignore" })
+  return (body: Uint8Array): Either.Either<A, MessageError> =>
+    Either.flatMap(parseJson(body, limits), (json) =>
+      Either.mapLeft(decode(json), (e) => new MessageError({ reason: "Invalid", detail: "malformed message", issues: issuesOf(e) })))
+}
+
+/**
+ * A byte stream as messages: each frame decodes to `Right(message)` or `Left(MessageError)` (the stream goes on:
+ * the next frame is intact); a framing violation ends the stream with a `FrameError`.
+ */
+export const decodeAll = <A, I>(schema: Schema.Schema<A, I>, limits: Limits = defaultLimits) => {
+  const one = decodeMessage(schema, limits)
+  return <E, R>(bytes: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Either.Either<A, MessageError>, FrameError | E, R> =>
+    bytes.pipe(decodeFrames(limits.maxFrame), Stream.map(one))
+}
+
+const encoder = new TextEncoder()
+
+/** Encodes a message of `schema` as one frame, within the frame limit. */
+export const encodeMessage = <A, I>(schema: Schema.Schema<A, I>, limits: Limits = defaultLimits) => {
+  const encode = Schema.encodeEither(schema, { errors: "all" })
+  return (message: A): Either.Either<Uint8Array, MessageError> =>
+    Either.flatMap(
+      Either.mapLeft(encode(message), (e) => new MessageError({ reason: "Invalid", detail: "cannot encode message", issues: issuesOf(e) })),
+      (encoded) => {
+        let json: string | undefined
+        try {
+          json = JSON.stringify(encoded)
+        } catch (e) {
+          return Either.left(new MessageError({ reason: "Unencodable", detail: e instanceof Error ? e.message : String(e), issues: [] }))
+        }
+        if (json === undefined) return Either.left(new MessageError({ reason: "Unencodable", detail: "not a JSON value", issues: [] }))
+        const body = encoder.encode(json)
+        return body.length > limits.maxFrame
+          ? Either.left(new MessageError({ reason: "TooLarge", detail: `message of ${body.length} bytes exceeds ${limits.maxFrame}`, issues: [] }))
+          : Either.right(frame(body))
+      }
+    )
+}
+
+/** `encodeMessage` as an Effect. */
+export const encodeOne = <A, I>(schema: Schema.Schema<A, I>, limits: Limits = defaultLimits) => {
+  const encode = encodeMessage(schema, limits)
+  return (message: A): Effect.Effect<Uint8Array, MessageError> => encode(message)
+}
