@@ -4,7 +4,8 @@
  * a tree or tag, and anything unsafe to export, is a typed `InvalidObject` saying what is wrong.
  */
 import { Either, Schema } from "effect"
-import { hashFromBytes, hashToBytes, ObjectHash, sha1 } from "./ObjectHash.js"
+import { createHash } from "node:crypto"
+import { hashFromBytes, hashToBytes, ObjectHash } from "./ObjectHash.js"
 
 export const ObjectType = Schema.Literal("blob", "tree", "commit", "tag")
 export type ObjectType = typeof ObjectType.Type
@@ -64,8 +65,9 @@ export const frame = (type: ObjectType, body: Uint8Array): Uint8Array => {
   return out
 }
 
-/** The hash of an object of this type and body. */
-export const hashOf = (type: ObjectType, body: Uint8Array): ObjectHash => sha1(frame(type, body))
+/** The hash of an object of this type and body (hashed in place: the body is not copied into a frame). */
+export const hashOf = (type: ObjectType, body: Uint8Array): ObjectHash =>
+  ObjectHash.make(createHash("sha1").update(`${type} ${body.length}\0`, "latin1").update(body).digest("hex"))
 
 /** Longest header: "commit " + 20 digits + NUL. */
 const MAX_HEADER = 32
@@ -129,6 +131,8 @@ export const decodeTree = (body: Uint8Array): Either.Either<ReadonlyArray<TreeEn
   const entries: Array<TreeEntry> = []
   let at = 0
   let previous: TreeEntry | undefined
+  // A file "a" and a directory "a" sort apart ("a" < "a-" < "a/"), so adjacent checks alone miss them.
+  const names = new Set<string>()
   while (at < body.length) {
     const space = body.indexOf(0x20, at)
     if (space < 0 || space - at > 6) return invalid("TruncatedEntry", `entry at byte ${at} has no mode`)
@@ -148,8 +152,9 @@ export const decodeTree = (body: Uint8Array): Either.Either<ReadonlyArray<TreeEn
     if (bad !== undefined) return invalid("BadName", bad)
     if (nul + 21 > body.length) return invalid("TruncatedHash", `entry "${name}" has a truncated hash`)
     const entry: TreeEntry = { mode: mode as TreeMode, name, hash: hashFromBytes(body.subarray(nul + 1, nul + 21)) }
+    if (names.has(name)) return invalid("Duplicate", `duplicate entry "${name}"`)
+    names.add(name)
     if (previous !== undefined) {
-      if (previous.name === name) return invalid("Duplicate", `duplicate entry "${name}"`)
       if (compareEntries(previous, entry) >= 0) return invalid("Unsorted", `"${previous.name}" sorts after "${name}"`)
     }
     entries.push(entry)
@@ -161,6 +166,9 @@ export const decodeTree = (body: Uint8Array): Either.Either<ReadonlyArray<TreeEn
 
 // ---------------------------------------------------------------------------------------------
 // Tags
+
+/** git's ident line as fsck checks it: `Name <email> <unix seconds> <+hhmm>` (no `<`/`>` inside the parts). */
+const IDENT = /^(?:[^<>\n]* )?<[^<>\n]*> (?:0|[1-9][0-9]{0,19}) [+-][0-9]{4}$/
 
 const SIGNATURE_MARKERS = ["-----BEGIN SSH SIGNATURE-----", "-----BEGIN PGP SIGNATURE-----", "-----BEGIN SIGNED MESSAGE-----"]
 
@@ -199,6 +207,9 @@ export const decodeTag = (body: Uint8Array): Either.Either<Tag, InvalidObject> =
   const name = field(2, "tag")
   if (name === undefined || name.length === 0) return invalid("BadHeader", "tag has no `tag` line")
   const tagger = field(3, "tagger")
+  if (tagger !== undefined && !IDENT.test(tagger)) {
+    return invalid("BadHeader", `tagger "${tagger}" is not "Name <email> <seconds> <+hhmm>"`)
+  }
   const headerCount = tagger === undefined ? 3 : 4
   if (lines.length !== headerCount) return invalid("BadHeader", `unexpected tag header line "${lines[headerCount]}"`)
   // As git does: the signature starts at the last line of the body that begins with a signature marker.

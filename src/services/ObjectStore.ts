@@ -170,13 +170,40 @@ export const inflateFramed = (
   deflated: Uint8Array,
   maxSize = DEFAULT_MAX_OBJECT
 ): Effect.Effect<{ readonly type: ObjectType; readonly body: Uint8Array }, InvalidObject> =>
-  Effect.try({
-    try: () => inflateSync(deflated, { maxOutputLength: maxSize + 32 }),
-    catch: (cause) =>
-      cause instanceof RangeError
-        ? new InvalidObject({ reason: "TooLarge", detail: `inflates past the limit of ${maxSize} bytes` })
-        : new InvalidObject({ reason: "BadFraming", detail: `does not inflate: ${String(cause)}` })
-  }).pipe(Effect.flatMap((framed) => unframe(framed, maxSize)))
+  Effect.flatMap(inflateExact(deflated, maxSize + 32), (framed) => unframe(framed, maxSize))
+
+/**
+ * Inflates one complete zlib stream of at most `maxOutputLength` bytes. Fails when the stream is damaged or
+ * truncated, inflates past the limit ("TooLarge"), or is followed by trailing bytes (git's fsck calls that
+ * "garbage at end of loose object"; zlib alone would ignore them).
+ */
+export const inflateExact = (deflated: Uint8Array, maxOutputLength: number): Either.Either<Uint8Array, InvalidObject> =>
+  Either.flatMap(
+    Either.try({
+      // `info: true` makes zlib return { buffer, engine } (its typings don't say so): engine.bytesWritten is the input read.
+      try: (): unknown => inflateSync(deflated, { maxOutputLength, info: true }),
+      catch: (cause) =>
+        cause instanceof RangeError
+          ? new InvalidObject({ reason: "TooLarge", detail: `inflates past the limit of ${maxOutputLength} bytes` })
+          : new InvalidObject({ reason: "BadFraming", detail: `does not inflate: ${String(cause)}` })
+    }),
+    (result) => {
+      if (typeof result !== "object" || result === null || !("buffer" in result) || !("engine" in result)) {
+        return Either.left(new InvalidObject({ reason: "BadFraming", detail: "zlib gave no result" }))
+      }
+      const { buffer, engine } = result
+      const read = typeof engine === "object" && engine !== null && "bytesWritten" in engine ? engine.bytesWritten : undefined
+      if (read !== deflated.length) {
+        return Either.left(new InvalidObject({
+          reason: "BadFraming",
+          detail: `${deflated.length - Number(read)} bytes of garbage after the zlib stream`
+        }))
+      }
+      return buffer instanceof Uint8Array
+        ? Either.right(buffer)
+        : Either.left(new InvalidObject({ reason: "BadFraming", detail: "zlib gave no buffer" }))
+    }
+  )
 
 /** The default largest object body a store reads back or accepts deflated (1 GiB). */
 export const DEFAULT_MAX_OBJECT = 1024 * 1024 * 1024
