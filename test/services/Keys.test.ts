@@ -60,7 +60,7 @@ describe("Keys", () => {
       writeFileSync(putty, "PuTTY-User-Key-File-3: ssh-ed25519\nEncryption: none\nComment: x\n", { mode: 0o600 })
       const pkcs8 = join(dir, "pkcs8")
       writeFileSync(pkcs8, "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIA==\n-----END PRIVATE KEY-----\n", { mode: 0o600 })
-      const cases: Array<[Effect.Effect<Keys.KeyError>, Keys.KeyError["reason"], RegExp]> = [
+      const cases: Array<[Effect.Effect<Keys.KeyError, unknown>, Keys.KeyError["reason"], RegExp]> = [
         [failure(Keys.loadSigningKey(join(dir, "nope"))), "NotFound", /upm keygen/],
         [failure(Keys.loadSigningKey(enc)), "PassphraseRequired", /UPM_KEY_PASSPHRASE/],
         [failure(Keys.loadSigningKey(enc), { UPM_KEY_PASSPHRASE: "nope" }), "WrongPassphrase", /ssh-keygen -y/],
