@@ -1,0 +1,515 @@
+/**
+ * SyncClient: the client side of the sync protocol, usable from any Effect program (the CLI, a peer server,
+ * a benchmark). `connect(address)` opens a scoped session (handshake done); the session answers queries and
+ * pulls and pushes release graphs between the remote server and the local ObjectStore the layer captured.
+ *
+ * - `pull(root)` WANTs the root, then each level's missing objects, keeping up to `maxWantBatches` WANT
+ *   frames in flight; it verifies every hash (only objects it asked for are accepted), stores them, and checks
+ *   the whole graph is present before it returns. It writes no ref: the caller seals locally.
+ * - `push(tag)` sends the tag unsolicited, answers the server's WANTs, and waits for `!conf`/`!queued`.
+ *
+ * Transports: `connectTcp` (NodeSocket, with read backpressure) and `connectMemory(serve)` (an in-memory duplex
+ * to a SyncProtocol, for tests and simulations).
+ */
+import { NodeSocket } from "@effect/platform-node"
+import { Socket } from "@effect/platform"
+import { Context, Duration, Effect, Either, Exit, Layer, Mailbox, Option, Schema, type Scope, Stream } from "effect"
+import { decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
+import { type ObjectHash, parseHash, sha1 } from "../domain/ObjectHash.js"
+import type { PackageName, Range } from "../domain/Package.js"
+import { Version } from "../domain/Package.js"
+import * as Codec from "../protocol/SyncCodec.js"
+import { ConnectionError, type Protocol } from "./Connection.js"
+import { getFramed, missingReachable, ObjectStore } from "./ObjectStore.js"
+import { makeFrontier, type Needed } from "./SyncGraph.js"
+
+// ---------------------------------------------------------------------------------------------
+// Errors and values
+
+export class SyncClientError extends Schema.TaggedError<SyncClientError>()("SyncClientError", {
+  reason: Schema.Literal(
+    "Connect", "Handshake", "Protocol", "Remote", "Timeout", "Missing", "BadObject", "Unsolicited", "Store", "Closed"
+  ),
+  detail: Schema.String
+}) {}
+
+const clientError = (reason: SyncClientError["reason"], detail: string) => new SyncClientError({ reason, detail })
+
+export interface SyncAddress {
+  readonly host: string
+  readonly port: number
+}
+
+/** A byte duplex to a server. */
+export interface Transport {
+  readonly input: Stream.Stream<Uint8Array, ConnectionError>
+  readonly write: (bytes: Uint8Array) => Effect.Effect<void, ConnectionError>
+}
+
+export type Connect = (address: SyncAddress) => Effect.Effect<Transport, ConnectionError, Scope.Scope>
+
+/** Progress of a pull or push, for progress bars: objects and bytes transferred so far. */
+export interface Progress {
+  readonly direction: "pull" | "push"
+  readonly objects: number
+  readonly bytes: number
+  /** Objects known to be needed so far (grows as trees arrive). */
+  readonly known: number
+}
+
+export interface TransferOptions {
+  readonly onProgress?: (progress: Progress) => Effect.Effect<void>
+}
+
+export interface PullResult {
+  readonly root: ObjectHash
+  /** Objects received (0 when the graph was already complete locally). */
+  readonly objects: number
+  /** Payload bytes received in SENDs. */
+  readonly bytes: number
+  /** WANT frames sent. */
+  readonly wants: number
+  /** Request waves: 1 + the depth of the deepest object that had to be asked for after its parent arrived. */
+  readonly rounds: number
+}
+
+export interface PushResult {
+  readonly tagHash: ObjectHash
+  readonly status: "Sealed" | "Queued"
+  /** The policy's message when queued. */
+  readonly message: string
+  readonly objects: number
+  readonly bytes: number
+  /** WANT frames received. */
+  readonly wants: number
+}
+
+export interface MatchResult {
+  readonly version: Version
+  readonly hash: ObjectHash
+}
+
+/** One open session with a server. Operations on one session run one at a time. */
+export interface SyncSession {
+  /** The protocol version agreed in the handshake. */
+  readonly version: number
+  /** Any query; the raw reply text. An `!error` reply is a SyncClientError("Remote"). */
+  readonly query: (text: string) => Effect.Effect<string, SyncClientError>
+  readonly match: (name: PackageName, range?: Range) => Effect.Effect<Option.Option<MatchResult>, SyncClientError>
+  readonly versions: (name: PackageName) => Effect.Effect<ReadonlyArray<MatchResult>, SyncClientError>
+  readonly search: (text: string) => Effect.Effect<ReadonlyArray<string>, SyncClientError>
+  readonly authors: () => Effect.Effect<ReadonlyArray<string>, SyncClientError>
+  readonly packages: (owner: string) => Effect.Effect<ReadonlyArray<string>, SyncClientError>
+  /** Links this connection to a message session's conversation before a push (`attach <token>`). */
+  readonly attach: (token: string) => Effect.Effect<void, SyncClientError>
+  readonly pull: (root: ObjectHash, options?: TransferOptions) => Effect.Effect<PullResult, SyncClientError>
+  readonly push: (tagHash: ObjectHash, options?: TransferOptions) => Effect.Effect<PushResult, SyncClientError>
+}
+
+export interface SyncClientOptions {
+  /** Protocol versions offered in the handshake. */
+  readonly versions: ReadonlyArray<number>
+  /** WANT frames kept in flight during a pull. */
+  readonly maxWantBatches: number
+  /** Largest object accepted. */
+  readonly maxObjectSize: number
+  readonly maxTextSize: number
+  /** Longest wait for the server's next frame. */
+  readonly timeout: Duration.Duration
+}
+
+export const defaultOptions: SyncClientOptions = {
+  versions: [0],
+  maxWantBatches: 16,
+  maxObjectSize: 128 * 1024 * 1024,
+  maxTextSize: 1024 * 1024,
+  timeout: Duration.seconds(120)
+}
+
+export class SyncClient extends Context.Tag("upm/SyncClient")<SyncClient, {
+  readonly connect: (address: SyncAddress) => Effect.Effect<SyncSession, SyncClientError, Scope.Scope>
+}>() {}
+
+// ---------------------------------------------------------------------------------------------
+// Reading replies
+
+const lines = (text: string) => (text.length === 0 ? [] : text.split("\n"))
+
+const parseMatchLine = (line: string): Either.Either<MatchResult, SyncClientError> => {
+  const [version, hash, extra] = line.split(" ")
+  const v = Schema.decodeUnknownEither(Version)(version)
+  const h = parseHash(hash ?? "")
+  return Either.isRight(v) && Either.isRight(h) && extra === undefined
+    ? Either.right({ version: v.right, hash: h.right })
+    : Either.left(clientError("Protocol", `malformed reply line ${JSON.stringify(line)}`))
+}
+
+/** Joins writes into fewer, larger ones (one per WANT batch answered, or every 256 KiB). */
+const makeWriteBuffer = (write: (bytes: Uint8Array) => Effect.Effect<void, SyncClientError>) => {
+  let parts: Array<Uint8Array> = []
+  let size = 0
+  const flush = Effect.suspend(() => {
+    if (parts.length === 0) return Effect.void
+    const bytes = parts.length === 1 ? parts[0]! : new Uint8Array(Buffer.concat(parts))
+    parts = []
+    size = 0
+    return write(bytes)
+  })
+  const add = (bytes: Uint8Array) =>
+    Effect.suspend(() => {
+      parts.push(bytes)
+      size += bytes.length
+      return size >= 256 * 1024 ? flush : Effect.void
+    })
+  return { add, flush }
+}
+
+// ---------------------------------------------------------------------------------------------
+// A session
+
+export const openSession = (transport: Transport, store: ObjectStore["Type"], options: SyncClientOptions) =>
+  Effect.gen(function* () {
+    const pull = yield* transport.input.pipe(
+      Codec.decode({ maxSendSize: options.maxObjectSize, maxTextSize: options.maxTextSize }),
+      Stream.toPull
+    )
+    const ready: Array<Codec.Frame> = []
+    const write = (bytes: Uint8Array) =>
+      transport.write(bytes).pipe(Effect.mapError((e) => clientError("Closed", `write failed: ${e.detail}`)))
+    const writeFrame = (frame: Codec.Frame) =>
+      Codec.encode(frame).pipe(
+        Effect.mapError((e) => clientError("Protocol", e.detail)),
+        Effect.flatMap(write)
+      )
+
+    /** The next frame from the server; `!error` replies become a Remote error. */
+    const next: Effect.Effect<Codec.Frame, SyncClientError> = Effect.suspend(() => {
+      const frame = ready.shift()
+      if (frame !== undefined) {
+        if (frame._tag === "Reply" && (frame.text === "error" || frame.text.startsWith("error "))) {
+          return Effect.fail(clientError("Remote", frame.text.slice(6)))
+        }
+        return Effect.succeed(frame)
+      }
+      return pull.pipe(
+        Effect.mapError(Option.match({
+          onNone: () => clientError("Closed", "the server closed the connection"),
+          onSome: (e) =>
+            e._tag === "SyncCodecError"
+              ? clientError("Protocol", `bad frame from the server: ${e.detail}`)
+              : clientError(e.reason === "Socket" ? "Connect" : "Closed", e.detail)
+        })),
+        Effect.timeoutFail({
+          duration: options.timeout,
+          onTimeout: () => clientError("Timeout", `no answer from the server within ${Duration.format(options.timeout)}`)
+        }),
+        Effect.flatMap((chunk) => {
+          ready.push(...chunk)
+          return next
+        })
+      )
+    })
+
+    // Handshake
+    yield* writeFrame(Codec.hello(options.versions))
+    const welcome = yield* next.pipe(
+      Effect.mapError((e) => (e.reason === "Remote" ? clientError("Handshake", `server refused: ${e.detail}`) : e))
+    )
+    if (welcome._tag !== "Welcome" || !options.versions.includes(welcome.version)) {
+      return yield* Effect.fail(clientError("Handshake", `expected "lit!<version>" from the server, got ${welcome._tag}`))
+    }
+    const version = welcome.version
+    const lock = yield* Effect.makeSemaphore(1)
+    const serial = <A, E>(effect: Effect.Effect<A, E>) => lock.withPermits(1)(effect)
+    const storeFailed = (e: { readonly _tag: string }) => clientError("Store", `local store failed (${e._tag})`)
+
+    const query = (text: string) =>
+      serial(Effect.gen(function* () {
+        yield* writeFrame(Codec.query(text))
+        const frame = yield* next
+        if (frame._tag !== "Reply") return yield* Effect.fail(clientError("Protocol", `expected a reply, got ${frame._tag}`))
+        return frame.text
+      }))
+
+    const pullGraph = (root: ObjectHash, opts: TransferOptions = {}) =>
+      serial(Effect.gen(function* () {
+        const frontier = yield* makeFrontier.pipe(Effect.provideService(ObjectStore, store))
+        const onProgress = opts.onProgress ?? (() => Effect.void)
+        const depthOf = new Map<ObjectHash, number>()
+        const announced = new Map<ObjectHash, ObjectType | undefined>()
+        const queue: Array<ObjectHash> = []
+        const batchOf = new Map<ObjectHash, { remaining: number }>()
+        const asked = new Set<ObjectHash>()
+        let outstanding = 0
+        let objects = 0
+        let bytes = 0
+        let wants = 0
+        let rounds = 1
+        const need = (items: ReadonlyArray<Needed>, depth: number) => {
+          for (const { hash, type } of items) {
+            if (announced.has(hash)) continue
+            announced.set(hash, type)
+            depthOf.set(hash, depth)
+            rounds = Math.max(rounds, depth)
+            queue.push(hash)
+          }
+        }
+        // Resume: what is already stored is walked, only its missing parts are asked for.
+        const initial = yield* missingReachable(root).pipe(
+          Effect.provideService(ObjectStore, store),
+          Effect.mapError(storeFailed)
+        )
+        need(initial.map((hash) => ({ hash, type: undefined })), 1)
+        const pump = Effect.gen(function* () {
+          while (outstanding < options.maxWantBatches && queue.length > 0) {
+            const batch = queue.splice(0, Codec.MAX_WANT)
+            const counter = { remaining: batch.length }
+            for (const h of batch) {
+              batchOf.set(h, counter)
+              asked.add(h)
+            }
+            outstanding++
+            wants++
+            yield* writeFrame(Codec.want(batch))
+          }
+        })
+        yield* pump
+        while (asked.size > 0) {
+          const frame = yield* next
+          if (frame._tag !== "Send") {
+            return yield* Effect.fail(clientError("Protocol", `expected SEND during a pull, got ${frame._tag}`))
+          }
+          const hash = sha1(frame.data)
+          if (!asked.has(hash)) {
+            return yield* Effect.fail(clientError("Unsolicited", `the server sent ${hash}, which was not asked for`))
+          }
+          const object: GitObject = yield* Either.match(decodeFramed(frame.data, options.maxObjectSize), {
+            onLeft: (e) => Effect.fail(clientError("BadObject", `object ${hash}: ${e.reason}: ${e.detail}`)),
+            onRight: (o) => Effect.succeed(o)
+          })
+          const expected = announced.get(hash)
+          if (expected !== undefined && expected !== object.type) {
+            return yield* Effect.fail(clientError("BadObject", `object ${hash} is a ${object.type}, its parent says ${expected}`))
+          }
+          yield* store.put(object.type, object.body).pipe(Effect.mapError(storeFailed))
+          asked.delete(hash)
+          const counter = batchOf.get(hash)
+          batchOf.delete(hash)
+          if (counter !== undefined && --counter.remaining === 0) outstanding--
+          objects++
+          bytes += frame.data.length
+          if (object.type === "tree" || object.type === "tag") {
+            const below = yield* frontier.below(object).pipe(Effect.mapError(storeFailed))
+            need(below, (depthOf.get(hash) ?? 1) + 1)
+          }
+          yield* onProgress({ direction: "pull", objects, bytes, known: announced.size })
+          yield* pump
+        }
+        const left = yield* missingReachable(root).pipe(
+          Effect.provideService(ObjectStore, store),
+          Effect.mapError(storeFailed)
+        )
+        if (left.length > 0) {
+          return yield* Effect.fail(clientError("Missing", `graph of ${root} still misses ${left.length} objects`))
+        }
+        return { root, objects, bytes, wants, rounds: objects === 0 ? 0 : rounds } satisfies PullResult
+      }))
+
+    const pushGraph = (tagHash: ObjectHash, opts: TransferOptions = {}) =>
+      serial(Effect.gen(function* () {
+        const onProgress = opts.onProgress ?? (() => Effect.void)
+        const provided = <A, E>(e: Effect.Effect<A, E, ObjectStore>) => Effect.provideService(e, ObjectStore, store)
+        const missing = yield* provided(missingReachable(tagHash)).pipe(Effect.mapError(storeFailed))
+        if (missing.length > 0) {
+          return yield* Effect.fail(clientError("Missing", `the local graph of ${tagHash} misses ${missing.length} objects`))
+        }
+        const framedOf = (hash: ObjectHash) =>
+          provided(getFramed(hash)).pipe(
+            Effect.catchTag("ObjectNotFound", () =>
+              Effect.fail(clientError("Missing", `the server asked for ${hash}, which is not in the local store`))),
+            Effect.mapError((e) => (e._tag === "SyncClientError" ? e : storeFailed(e)))
+          )
+        const out = makeWriteBuffer(write)
+        const tag = yield* framedOf(tagHash)
+        yield* writeFrame(Codec.send(tag))
+        let objects = 1
+        let bytes = tag.length
+        let wants = 0
+        let known = 1
+        yield* onProgress({ direction: "push", objects, bytes, known })
+        for (;;) {
+          const frame = yield* next
+          switch (frame._tag) {
+            case "Want": {
+              wants++
+              known += frame.hashes.length
+              for (const hash of frame.hashes) {
+                const data = yield* framedOf(hash)
+                yield* out.add(Codec.sendHeader(data.length))
+                yield* out.add(data)
+                objects++
+                bytes += data.length
+              }
+              yield* out.flush
+              yield* onProgress({ direction: "push", objects, bytes, known })
+              break
+            }
+            case "Reply": {
+              const [word, hash, ...message] = frame.text.split(" ")
+              if ((word === "conf" || word === "queued") && hash === tagHash) {
+                return {
+                  tagHash,
+                  status: word === "conf" ? "Sealed" : "Queued",
+                  message: message.join(" "),
+                  objects,
+                  bytes,
+                  wants
+                } satisfies PushResult
+              }
+              return yield* Effect.fail(clientError("Protocol", `unexpected reply during a push: ${JSON.stringify(frame.text)}`))
+            }
+            default:
+              return yield* Effect.fail(clientError("Protocol", `unexpected ${frame._tag} during a push`))
+          }
+        }
+      }))
+
+    const listOf = (text: string) => Effect.map(query(text), lines)
+
+    return {
+      version,
+      query,
+      match: (name, range) =>
+        Effect.flatMap(query(range === undefined ? `match ${name}` : `match ${name} ${range}`), (text) =>
+          text.length === 0 ? Effect.succeed(Option.none()) : Effect.map(parseMatchLine(text), Option.some)),
+      versions: (name) =>
+        Effect.flatMap(listOf(`versions ${name}`), (ls) => Effect.forEach(ls, (l) => parseMatchLine(l))),
+      search: (text) => listOf(`search ${text}`),
+      authors: () => listOf("authors"),
+      packages: (owner) => listOf(`packages ${owner}`),
+      attach: (token) =>
+        Effect.flatMap(query(`attach ${token}`), (text) =>
+          text === "attached" ? Effect.void : Effect.fail(clientError("Protocol", `unexpected reply to attach: ${text}`))),
+      pull: pullGraph,
+      push: pushGraph
+    } satisfies SyncSession
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Layers
+
+export const make = (connect: Connect, overrides: Partial<SyncClientOptions> = {}) =>
+  Effect.gen(function* () {
+    const store = yield* ObjectStore
+    const options = { ...defaultOptions, ...overrides }
+    return SyncClient.of({
+      connect: (address) =>
+        Effect.gen(function* () {
+          const transport = yield* connect(address).pipe(
+            Effect.mapError((e) => clientError("Connect", `cannot connect to ${address.host}:${address.port}: ${e.detail}`))
+          )
+          return yield* openSession(transport, store, options)
+        })
+    })
+  })
+
+/** A client over `connect` (connectTcp, connectMemory(...)) storing into the ObjectStore it is given. */
+export const layer = (connect: Connect, options: Partial<SyncClientOptions> = {}): Layer.Layer<SyncClient, never, ObjectStore> =>
+  Layer.effect(SyncClient, make(connect, options))
+
+// ---------------------------------------------------------------------------------------------
+// Transports
+
+/** TCP via @effect/platform-node's NodeSocket; reads pause the socket while the consumer is behind. */
+const toConnError = (e: Socket.SocketError) =>
+  new ConnectionError({ reason: e.reason === "Open" ? "Socket" : "Closed", detail: e.message })
+
+export const connectTcp: Connect = (address) =>
+  Effect.gen(function* () {
+    const socket = yield* NodeSocket.makeNet({ host: address.host, port: address.port, openTimeout: "10 seconds" })
+    const inbox = yield* Mailbox.make<Uint8Array, ConnectionError>()
+    const HIGH = 64
+    const flow: { conn: Context.Tag.Service<typeof NodeSocket.NetSocket> | undefined; paused: boolean } = { conn: undefined, paused: false }
+    yield* socket.runRaw((data) => {
+      inbox.unsafeOffer(typeof data === "string" ? new TextEncoder().encode(data) : data)
+      if (flow.conn === undefined) {
+        return Effect.map(Effect.serviceOption(NodeSocket.NetSocket), (conn) => {
+          flow.conn = Option.getOrUndefined(conn)
+          if (Option.getOrElse(inbox.unsafeSize(), () => 0) >= HIGH) pause()
+        })
+      }
+      if (Option.getOrElse(inbox.unsafeSize(), () => 0) >= HIGH) pause()
+    }).pipe(
+      Effect.mapError(toConnError),
+      Effect.exit,
+      Effect.flatMap((exit) => inbox.done(exit)),
+      Effect.forkScoped
+    )
+    function pause() {
+      if (flow.conn !== undefined && !flow.paused) {
+        flow.paused = true
+        flow.conn.pause()
+      }
+    }
+    const resume = Effect.sync(() => {
+      if (flow.paused && flow.conn !== undefined && Option.getOrElse(inbox.unsafeSize(), () => 0) < HIGH / 2) {
+        flow.paused = false
+        flow.conn.resume()
+      }
+    })
+    const writer = yield* socket.writer
+    return {
+      input: Mailbox.toStream(inbox).pipe(Stream.tap(() => resume)),
+      write: (bytes) => writer(bytes).pipe(Effect.mapError(toConnError))
+    } satisfies Transport
+  }).pipe(Effect.mapError((e): ConnectionError => (Socket.isSocketError(e) ? toConnError(e) : e)))
+
+/**
+ * An in-memory duplex to a SyncProtocol's `serve`: the server session runs in the caller's scope and is
+ * interrupted when it closes (as a dropped connection would be).
+ */
+export const connectMemory = (serve: Protocol, remoteAddress = "memory"): Connect => () =>
+  Effect.gen(function* () {
+    const toServer = yield* Mailbox.make<Uint8Array, ConnectionError>(64)
+    const toClient = yield* Mailbox.make<Uint8Array, ConnectionError>(64)
+    yield* serve(Mailbox.toStream(toServer), { id: 0, remoteAddress }).pipe(
+      Stream.runForEach((bytes) => toClient.offer(bytes)),
+      Effect.exit,
+      Effect.flatMap((exit) => toClient.done(exit)),
+      Effect.forkScoped
+    )
+    yield* Effect.addFinalizer(() => toServer.end)
+    return {
+      input: Mailbox.toStream(toClient),
+      write: (bytes) =>
+        Effect.flatMap(toServer.offer(bytes), (open) =>
+          open ? Effect.void : Effect.fail(new ConnectionError({ reason: "Closed", detail: "connection closed" })))
+    } satisfies Transport
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Progress as a Stream
+
+export type TransferEvent<A> =
+  | { readonly _tag: "Progress"; readonly progress: Progress }
+  | { readonly _tag: "Done"; readonly result: A }
+
+/**
+ * Runs a transfer and streams its progress, ending with its result:
+ * `withProgress((onProgress) => session.pull(hash, { onProgress }))`. Progress events are sampled (the newest
+ * ones are kept) so a slow consumer never slows the transfer down.
+ */
+export const withProgress = <A, E, R>(
+  run: (onProgress: (progress: Progress) => Effect.Effect<void>) => Effect.Effect<A, E, R>
+): Stream.Stream<TransferEvent<A>, E, R> =>
+  Stream.unwrapScoped(Effect.gen(function* () {
+    const events = yield* Mailbox.make<TransferEvent<A>, E>({ capacity: 16, strategy: "sliding" })
+    yield* run((progress) => Effect.asVoid(events.offer({ _tag: "Progress", progress }))).pipe(
+      Effect.flatMap((result) => events.offer({ _tag: "Done", result })),
+      Effect.exit,
+      Effect.flatMap((exit) => events.done(Exit.asVoid(exit))),
+      Effect.forkScoped
+    )
+    return Mailbox.toStream(events)
+  }))
+

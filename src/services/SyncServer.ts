@@ -1,0 +1,446 @@
+/**
+ * The server side of the sync protocol (seed 004, seed 002): one session per connection. It implements the
+ * `SyncProtocol` contract the Listener dispatches `lit?` connections to: bytes in, bytes out.
+ *
+ * A session: handshake; then any number of queries (anonymous), WANTs (the server SENDs what is asked), and
+ * pushes. A push starts with an unsolicited SEND of a release tag: the server checks it (Verifier), refuses a
+ * version already sealed with other content, then WANTs the tag's tree and, as trees arrive, their missing
+ * children, in batches, accepting only objects it asked for. Once the graph is stored the ProposalPolicy
+ * decides; accepted releases are sealed (Registry.seal) and confirmed with `!conf <tag>`.
+ *
+ * Every violation ends the session with one `!error <message>` reply; objects stored so far stay unsealed and
+ * invisible (a later push resumes from them). See docs/protocol.md.
+ */
+import { Clock, Duration, Effect, Either, Layer, Mailbox, Option, Schema, type Scope, Stream } from "effect"
+import { decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
+import { type ObjectHash, sha1 } from "../domain/ObjectHash.js"
+import { PackageName, Range, Segment, releaseTagName } from "../domain/Package.js"
+import * as Codec from "../protocol/SyncCodec.js"
+import { type ConnectionError, type ConnectionInfo, SyncProtocol } from "./Connection.js"
+import { getFramed, ObjectStore, RefName } from "./ObjectStore.js"
+import { type Conversation, Conversations, ProposalPolicy } from "./ProposalPolicy.js"
+import { Registry } from "./Registry.js"
+import { makeFrontier } from "./SyncGraph.js"
+import { SyncLimits } from "./SyncLimits.js"
+import { type VerifiedRelease, Verifier } from "./Verifier.js"
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+/** Why a session ended early. Its `detail` is what the client reads after `!error `. */
+export class SyncSessionError extends Schema.TaggedError<SyncSessionError>()("SyncSessionError", {
+  reason: Schema.Literal(
+    "Protocol", "Version", "Limit", "Timeout", "NotFound", "BadQuery", "BadObject", "Unsolicited",
+    "Verification", "Conflict", "Rejected", "Store"
+  ),
+  detail: Schema.String
+}) {}
+
+const sessionError = (reason: SyncSessionError["reason"], detail: string) => new SyncSessionError({ reason, detail })
+
+/** Protocol versions this server speaks, lowest first. */
+export const SERVER_VERSIONS: ReadonlyArray<number> = [0]
+
+/** Where a queued (not yet accepted) release waits: `refs/upm/queue/<owner>/<name>/v<version>` → tag hash. */
+export const queueRefName = (release: Pick<VerifiedRelease, "name" | "version">): RefName =>
+  RefName.make(`refs/upm/queue/${releaseTagName(release.name, release.version)}`)
+
+/** A reply text: one line per item, no empty lines (a blank line would end the frame). */
+export const replyText = (lines: ReadonlyArray<string>): string => lines.filter((l) => l.length > 0).join("\n")
+
+/** Error and message texts travel on one line. */
+const oneLine = (s: string) => s.replace(/\s*\n\s*/g, " ").trim()
+
+// ---------------------------------------------------------------------------------------------
+// Input with deadlines
+
+/**
+ * Frames from the connection's bytes, with the session's deadlines: the handshake must be complete within
+ * `handshakeTimeout` of the start, a started frame must complete within `messageTimeout`, and between frames
+ * the client may stay silent for `idleTimeout` from the moment the server waits for it. Time is the Effect
+ * Clock's, so tests drive it with TestClock.
+ */
+const makeFrameReader = (input: Stream.Stream<Uint8Array, ConnectionError>) =>
+  Effect.gen(function* () {
+    const limits = yield* SyncLimits
+    const pull = yield* Stream.toPull(input)
+    const decoder = Codec.makeDecoder({ maxSendSize: limits.maxObjectSize, maxTextSize: limits.maxTextSize })
+    const ready: Array<Codec.Frame> = []
+    const started = yield* Clock.currentTimeMillis
+    let handshakeDone = false
+    let frameStart: number | undefined
+    let ended = false
+
+    /** The next frame, or None at the end of input. */
+    const next: Effect.Effect<Option.Option<Codec.Frame>, SyncSessionError> = Effect.suspend(() => {
+      const frame = ready.shift()
+      if (frame !== undefined) return Effect.succeed(Option.some(frame))
+      if (ended) return Effect.succeed(Option.none())
+      return Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const [deadline, what] = !handshakeDone
+          ? [started + Duration.toMillis(limits.handshakeTimeout), "handshake"]
+          : frameStart !== undefined
+          ? [frameStart + Duration.toMillis(limits.messageTimeout), "message"]
+          : [now + Duration.toMillis(limits.idleTimeout), "idle"]
+        const remaining = deadline - now
+        if (remaining <= 0) return yield* Effect.fail(sessionError("Timeout", `${what} timeout`))
+        const chunk = yield* pull.pipe(
+          Effect.catchAll((e) =>
+            Option.match(e, {
+              onNone: () => Effect.succeed(undefined),
+              onSome: (err) => Effect.fail(sessionError("Protocol", `connection: ${err.detail}`))
+            })),
+          Effect.timeoutFail({
+            duration: Duration.millis(remaining),
+            onTimeout: () => sessionError("Timeout", `${what} timeout: nothing received in time`)
+          })
+        )
+        if (chunk === undefined) {
+          ended = true
+          const end = decoder.end()
+          if (Either.isLeft(end)) return yield* Effect.fail(sessionError("Protocol", end.left.detail))
+          return yield* next
+        }
+        const arrived = yield* Clock.currentTimeMillis
+        for (const bytes of chunk) {
+          const step = decoder.push(bytes)
+          if (Either.isLeft(step)) {
+            const e = step.left
+            return yield* Effect.fail(sessionError(e.reason === "TooLarge" ? "Limit" : "Protocol", e.detail))
+          }
+          ready.push(...step.right)
+        }
+        frameStart = decoder.midFrame() ? (frameStart ?? arrived) : undefined
+        return yield* next
+      })
+    })
+    return { next, handshakeDone: () => { handshakeDone = true } }
+  })
+
+// ---------------------------------------------------------------------------------------------
+// The session
+
+type Services = ObjectStore | Registry | Verifier | ProposalPolicy | Conversations | SyncLimits
+
+interface Push {
+  readonly release: VerifiedRelease
+  /** Asked for, not yet received, with the type its parent announced. */
+  readonly asked: Map<ObjectHash, ObjectType | undefined>
+  /** Known missing, not yet asked (waiting for a free WANT slot). */
+  readonly queue: Array<ObjectHash>
+  readonly queued: Set<ObjectHash>
+  /** For each outstanding WANT batch, how many of its objects are still to come. */
+  readonly batchOf: Map<ObjectHash, { remaining: number }>
+  outstanding: number
+  total: number
+}
+
+export const session = (
+  input: Stream.Stream<Uint8Array, ConnectionError>,
+  info: ConnectionInfo,
+  emit: (frame: Codec.Frame) => Effect.Effect<void>,
+  versions: ReadonlyArray<number> = SERVER_VERSIONS
+): Effect.Effect<void, SyncSessionError, Services | Scope.Scope> =>
+  Effect.gen(function* () {
+    const store = yield* ObjectStore
+    const registry = yield* Registry
+    const verifier = yield* Verifier
+    const policy = yield* ProposalPolicy
+    const conversations = yield* Conversations
+    const limits = yield* SyncLimits
+    const reader = yield* makeFrameReader(input)
+    const frontier = yield* makeFrontier
+    const storeError = (e: { readonly _tag: string }) =>
+      sessionError("Store", `storage failed (${e._tag})`)
+
+    // Handshake ------------------------------------------------------------------------------
+    const first = yield* reader.next
+    if (Option.isNone(first)) return
+    if (first.value._tag !== "Hello") {
+      return yield* Effect.fail(sessionError("Protocol", `expected the handshake "lit?<versions>", got ${first.value._tag}`))
+    }
+    const offered = first.value.versions
+    const common = versions.filter((v) => offered.includes(v))
+    if (common.length === 0) {
+      return yield* Effect.fail(sessionError(
+        "Version",
+        `no common protocol version: client speaks ${offered.join(",")}, server speaks ${versions.join(",")}`
+      ))
+    }
+    const version = Math.max(...common)
+    reader.handshakeDone()
+    yield* emit(Codec.welcome(version))
+
+    let conversation: Conversation | undefined
+    let push: Push | undefined
+
+    // Queries ---------------------------------------------------------------------------------
+    const decodeArg = <A, I>(schema: Schema.Schema<A, I>, value: string | undefined, what: string) =>
+      Schema.decodeUnknown(schema)(value).pipe(
+        Effect.mapError(() => sessionError("BadQuery", `bad ${what}: ${JSON.stringify(value ?? "")}`))
+      )
+
+    const answer = (raw: string): Effect.Effect<string, SyncSessionError> =>
+      Effect.gen(function* () {
+        const text = raw.trim()
+        const space = text.search(/\s/)
+        const command = space < 0 ? text : text.slice(0, space)
+        const rest = space < 0 ? "" : text.slice(space).trim()
+        const words = rest.length === 0 ? [] : rest.split(/\s+/)
+        switch (command) {
+          case "match": {
+            const name = yield* decodeArg(PackageName, words[0], "package name")
+            const rangeText = words.slice(1).join(" ")
+            const range = rangeText.length === 0 ? undefined : yield* decodeArg(Range, rangeText, "semver range")
+            const found = yield* registry.match(name, range).pipe(Effect.mapError(storeError))
+            return Option.match(found, { onNone: () => "", onSome: (r) => `${r.version} ${r.hash}` })
+          }
+          case "versions": {
+            const name = yield* decodeArg(PackageName, words[0], "package name")
+            const all = yield* registry.versions(name).pipe(Effect.mapError(storeError))
+            return replyText(all.map((r) => `${r.version} ${r.hash}`))
+          }
+          case "search": {
+            const names = yield* registry.search(rest, limits.maxSearchResults).pipe(Effect.mapError(storeError))
+            return replyText(names)
+          }
+          case "authors":
+            return replyText(yield* registry.owners().pipe(Effect.mapError(storeError)))
+          case "packages": {
+            const owner = yield* decodeArg(Segment, words[0], "owner")
+            return replyText(yield* registry.packages(owner).pipe(Effect.mapError(storeError)))
+          }
+          case "attach": {
+            const token = words[0]
+            if (token === undefined) return yield* Effect.fail(sessionError("BadQuery", "attach needs a token"))
+            const found = yield* conversations.attach(token)
+            if (Option.isNone(found)) return yield* Effect.fail(sessionError("BadQuery", "unknown conversation token"))
+            conversation = found.value
+            return "attached"
+          }
+          default:
+            return yield* Effect.fail(sessionError("BadQuery", `unknown query ${JSON.stringify(command)}`))
+        }
+      })
+
+    // Serving WANTs ---------------------------------------------------------------------------
+    const serveWants = (hashes: ReadonlyArray<ObjectHash>) =>
+      Effect.forEach(hashes, (hash) =>
+        getFramed(hash).pipe(
+          Effect.provideService(ObjectStore, store),
+          Effect.catchTags({
+            ObjectNotFound: () => Effect.fail(sessionError("NotFound", `no such object ${hash}`)),
+            CorruptObject: (e) => Effect.fail(sessionError("Store", `stored object ${hash} is corrupt: ${e.detail}`)),
+            StoreError: storeErrorEffect
+          }),
+          Effect.flatMap((data) => emit(Codec.send(data)))
+        ), { discard: true })
+
+    function storeErrorEffect(e: { readonly _tag: string }) {
+      return Effect.fail(storeError(e))
+    }
+
+    // Pushes ----------------------------------------------------------------------------------
+    const decodeObject = (data: Uint8Array, hash: ObjectHash) =>
+      Either.match(decodeFramed(data, limits.maxObjectSize), {
+        onLeft: (e) => Effect.fail(sessionError("BadObject", `object ${hash}: ${e.reason}: ${e.detail}`)),
+        onRight: (o): Effect.Effect<GitObject, SyncSessionError> => Effect.succeed(o)
+      })
+
+    const putObject = (object: GitObject) => store.put(object.type, object.body).pipe(Effect.mapError(storeError))
+
+    const enqueue = (p: Push, needed: ReadonlyArray<{ readonly hash: ObjectHash; readonly type: ObjectType | undefined }>) =>
+      Effect.gen(function* () {
+        for (const { hash, type } of needed) {
+          if (p.asked.has(hash) || p.queued.has(hash)) continue
+          p.total++
+          if (p.total > limits.maxPushObjects) {
+            return yield* Effect.fail(sessionError("Limit", `push exceeds ${limits.maxPushObjects} objects`))
+          }
+          p.queued.add(hash)
+          p.queue.push(hash)
+          p.asked.set(hash, type) // announced type; removed from `queued` when actually asked
+        }
+      })
+
+    const pump = (p: Push) =>
+      Effect.gen(function* () {
+        while (p.outstanding < limits.maxWantBatches && p.queue.length > 0) {
+          const batch = p.queue.splice(0, Codec.MAX_WANT)
+          const counter = { remaining: batch.length }
+          for (const h of batch) {
+            p.queued.delete(h)
+            p.batchOf.set(h, counter)
+          }
+          p.outstanding++
+          yield* emit(Codec.want(batch))
+        }
+      })
+
+    const confirm = (release: VerifiedRelease) => emit(Codec.reply(`conf ${release.tagHash}`))
+
+    const finish = (p: Push) =>
+      Effect.gen(function* () {
+        push = undefined
+        const release = p.release
+        const decision = yield* policy.propose(release, conversation)
+        switch (decision._tag) {
+          case "Accepted": {
+            yield* registry.seal(release).pipe(
+              Effect.catchTags({
+                RefConflict: (e) =>
+                  Effect.fail(sessionError(
+                    "Conflict",
+                    `${releaseTagName(release.name, release.version)} is already published as ${e.actual ?? "another tag"}`
+                  )),
+                IncompleteGraph: (e) =>
+                  Effect.fail(sessionError("Store", `graph of ${e.root} still misses ${e.missing} objects`))
+              }),
+              Effect.mapError((e) => (e._tag === "SyncSessionError" ? e : storeError(e)))
+            )
+            yield* Effect.logInfo("release sealed").pipe(
+              Effect.annotateLogs({ release: releaseTagName(release.name, release.version), tag: release.tagHash, objects: p.total })
+            )
+            return yield* confirm(release)
+          }
+          case "Queued": {
+            const ref = queueRefName(release)
+            const current = yield* store.readRef(ref).pipe(Effect.mapError(storeError))
+            yield* store.setRef(ref, current, release.tagHash).pipe(
+              Effect.mapError((e) => e._tag === "RefConflict"
+                ? sessionError("Conflict", `another push of ${releaseTagName(release.name, release.version)} is being queued`)
+                : storeError(e))
+            )
+            return yield* emit(Codec.reply(`queued ${release.tagHash} ${oneLine(decision.message)}`.trim()))
+          }
+          case "Rejected":
+            return yield* Effect.fail(sessionError("Rejected", `rejected: ${oneLine(decision.reason)}`))
+        }
+      })
+
+    const startPush = (data: Uint8Array, hash: ObjectHash) =>
+      Effect.gen(function* () {
+        const object = yield* decodeObject(data, hash)
+        if (object.type !== "tag") {
+          return yield* Effect.fail(sessionError(
+            "Unsolicited",
+            `unsolicited ${object.type} ${hash}: a push starts with a release tag`
+          ))
+        }
+        const release = yield* verifier.verifyTag(hash, object.tag).pipe(
+          Effect.mapError((e) => sessionError("Verification", `tag ${hash} refused (${e.reason}): ${e.detail}`))
+        )
+        const name = releaseTagName(release.name, release.version)
+        const existing = yield* registry.versions(release.name).pipe(
+          Effect.map((all) => all.find((r) => r.version === release.version)),
+          Effect.mapError(storeError)
+        )
+        if (existing !== undefined && existing.hash !== hash) {
+          return yield* Effect.fail(sessionError("Conflict", `${name} is already published as ${existing.hash}`))
+        }
+        yield* putObject(object)
+        const p: Push = {
+          release, asked: new Map(), queue: [], queued: new Set(), batchOf: new Map(), outstanding: 0, total: 1
+        }
+        const needed = yield* frontier.below(object).pipe(Effect.mapError(storeError))
+        yield* enqueue(p, needed)
+        if (p.queue.length === 0) return yield* finish(p)
+        push = p
+        yield* pump(p)
+      })
+
+    const receive = (p: Push, data: Uint8Array, hash: ObjectHash) =>
+      Effect.gen(function* () {
+        const announced = p.asked.get(hash)
+        if (!p.asked.has(hash) || p.queued.has(hash)) {
+          return yield* Effect.fail(sessionError("Unsolicited", `unsolicited object ${hash}: not asked for`))
+        }
+        const object = yield* decodeObject(data, hash)
+        if (announced !== undefined && announced !== object.type) {
+          return yield* Effect.fail(sessionError("BadObject", `object ${hash} is a ${object.type}, its parent says ${announced}`))
+        }
+        yield* putObject(object)
+        p.asked.delete(hash)
+        const counter = p.batchOf.get(hash)
+        p.batchOf.delete(hash)
+        if (counter !== undefined && --counter.remaining === 0) p.outstanding--
+        if (object.type === "tree") {
+          const needed = yield* frontier.below(object).pipe(Effect.mapError(storeError))
+          yield* enqueue(p, needed)
+        }
+        if (p.asked.size === 0) return yield* finish(p)
+        yield* pump(p)
+      })
+
+    // Main loop -------------------------------------------------------------------------------
+    for (;;) {
+      const next = yield* reader.next
+      if (Option.isNone(next)) {
+        if (push !== undefined) {
+          yield* Effect.logInfo("push interrupted; objects stay unsealed for a resumed push").pipe(
+            Effect.annotateLogs({ connection: info.id, tag: push.release.tagHash, missing: push.asked.size })
+          )
+        }
+        return
+      }
+      const frame = next.value
+      switch (frame._tag) {
+        case "Query":
+          yield* emit(Codec.reply(yield* answer(frame.text)))
+          break
+        case "Want":
+          yield* serveWants(frame.hashes)
+          break
+        case "Send": {
+          const hash = sha1(frame.data)
+          yield* push === undefined ? startPush(frame.data, hash) : receive(push, frame.data, hash)
+          break
+        }
+        default:
+          return yield* Effect.fail(sessionError("Protocol", `unexpected ${frame._tag} frame`))
+      }
+    }
+  })
+
+/** Runs a session and turns its frames into bytes; a failed session sends `!error <detail>` and ends. */
+export const serveWith = (versions: ReadonlyArray<number> = SERVER_VERSIONS) =>
+  (input: Stream.Stream<Uint8Array, ConnectionError>, info: ConnectionInfo) =>
+    Stream.unwrapScoped(Effect.gen(function* () {
+      const out = yield* Mailbox.make<Uint8Array>(64)
+      const emit = (frame: Codec.Frame) =>
+        Codec.encode(frame).pipe(Effect.orDie, Effect.flatMap((bytes) => out.offer(bytes)), Effect.asVoid)
+      yield* session(input, info, emit, versions).pipe(
+        Effect.catchAll((e) =>
+          Effect.logInfo("sync session ended with an error").pipe(
+            Effect.annotateLogs({ connection: info.id, remote: info.remoteAddress, reason: e.reason, detail: e.detail }),
+            Effect.zipRight(emit(Codec.reply(`error ${oneLine(e.detail)}`)))
+          )),
+        Effect.annotateLogs({ connection: info.id }),
+        Effect.ensuring(out.end),
+        Effect.forkScoped
+      )
+      return Mailbox.toStream(out)
+    }))
+
+// ---------------------------------------------------------------------------------------------
+// Layers
+
+/** The SyncProtocol for the Listener, with its services captured when the layer is built. */
+export const makeWith = (versions: ReadonlyArray<number>) =>
+  Effect.gen(function* () {
+    const context = yield* Effect.context<Services>()
+    const serve = serveWith(versions)
+    return SyncProtocol.of({
+      serve: (input, info) => serve(input, info).pipe(Stream.provideContext(context))
+    })
+  })
+
+export const make = makeWith(SERVER_VERSIONS)
+
+export const layer: Layer.Layer<SyncProtocol, never, Services> = Layer.effect(SyncProtocol, make)
+
+/** The same session with another set of protocol versions (tests of version negotiation). */
+export const layerVersions = (versions: ReadonlyArray<number>): Layer.Layer<SyncProtocol, never, Services> =>
+  Layer.effect(SyncProtocol, makeWith(versions))
+

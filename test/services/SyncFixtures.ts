@@ -1,0 +1,116 @@
+/**
+ * Fixtures for sync tests: releases built into memory stores, a server (SyncProtocol over its own store) and
+ * clients (each with its own store) joined by in-memory duplexes.
+ */
+import { Chunk, Effect, Layer, Option, Stream } from "effect"
+import { encodeTag, encodeTree, type TreeEntry } from "../../src/domain/GitObject.js"
+import type { ObjectHash } from "../../src/domain/ObjectHash.js"
+import { PackageName, Version } from "../../src/domain/Package.js"
+import { SyncProtocol } from "../../src/services/Connection.js"
+import { makeMemory, ObjectStore } from "../../src/services/ObjectStore.js"
+import * as ProposalPolicy from "../../src/services/ProposalPolicy.js"
+import * as Registry from "../../src/services/Registry.js"
+import * as SyncClient from "../../src/services/SyncClient.js"
+import * as SyncLimits from "../../src/services/SyncLimits.js"
+import * as SyncServer from "../../src/services/SyncServer.js"
+import * as Verifier from "../../src/services/Verifier.js"
+
+export type Files = { readonly [name: string]: string | Files }
+
+const text = new TextEncoder()
+
+/** Stores a directory tree (strings are files) and returns the root tree's hash. */
+export const importTree = (store: ObjectStore["Type"], files: Files): Effect.Effect<ObjectHash> =>
+  Effect.gen(function* () {
+    const entries: Array<TreeEntry> = []
+    for (const [name, value] of Object.entries(files)) {
+      if (typeof value === "string") {
+        entries.push({ mode: "100644", name, hash: yield* Effect.orDie(store.put("blob", text.encode(value))) })
+      } else {
+        entries.push({ mode: "40000", name, hash: yield* importTree(store, value) })
+      }
+    }
+    return yield* Effect.orDie(store.put("tree", encodeTree(entries)))
+  })
+
+/** Stores a (unsigned) release tag over `files`; returns the tag hash. */
+export const makeRelease = (store: ObjectStore["Type"], name: string, version: string, files: Files, tagName?: string) =>
+  Effect.gen(function* () {
+    const tree = yield* importTree(store, files)
+    const body = encodeTag({
+      object: tree,
+      type: "tree",
+      tag: tagName ?? `${name}/v${version}`,
+      tagger: "Alice <alice@example.com> 1700000000 +0000",
+      message: `${name} ${version}\n`,
+      signature: undefined
+    })
+    return { tag: yield* Effect.orDie(store.put("tag", body)), tree }
+  })
+
+/** A folder `depth` levels deep with `width` files per level. */
+export const deepFiles = (depth: number, width = 2, salt = ""): Files => {
+  const level: Record<string, string | Files> = {}
+  for (let i = 0; i < width; i++) level[`f${i}.txt`] = `file ${i} at depth ${depth}${salt}\n`
+  if (depth > 1) level["sub"] = deepFiles(depth - 1, width, salt)
+  return level
+}
+
+export const wideFiles = (count: number, salt = ""): Files => {
+  const dir: Record<string, string> = {}
+  for (let i = 0; i < count; i++) dir[`file-${String(i).padStart(5, "0")}.txt`] = `content ${i}${salt}\n`
+  return { "upm.json": `{"name":"x"}${salt}`, lib: dir }
+}
+
+export interface ServerOptions {
+  readonly limits?: Partial<SyncLimits.SyncLimitsShape>
+  readonly policy?: Layer.Layer<ProposalPolicy.ProposalPolicy>
+  readonly conversations?: Layer.Layer<ProposalPolicy.Conversations>
+  readonly versions?: ReadonlyArray<number>
+}
+
+/** A server: its store, its registry and its SyncProtocol. */
+export const makeServer = (options: ServerOptions = {}) =>
+  Effect.gen(function* () {
+    const store = yield* makeMemory
+    const storeLayer = Layer.succeed(ObjectStore, store)
+    const registryLayer = Registry.layer.pipe(Layer.provide(storeLayer))
+    const deps = Layer.mergeAll(
+      storeLayer,
+      registryLayer,
+      Verifier.layerUnsigned,
+      options.policy ?? ProposalPolicy.layerAcceptAll,
+      options.conversations ?? ProposalPolicy.layerNoConversations,
+      SyncLimits.layer(options.limits ?? {})
+    )
+    const ctx = yield* Layer.build(deps)
+    const sync = yield* SyncServer.makeWith(options.versions ?? SyncServer.SERVER_VERSIONS).pipe(Effect.provide(ctx))
+    const registry = yield* Effect.provide(Registry.Registry, ctx)
+    return { store, registry, sync, serve: sync.serve }
+  })
+
+export type Server = Effect.Effect.Success<ReturnType<typeof makeServer>>
+
+/** A client with its own memory store, connected in memory to `server`. */
+export const makeClient = (server: { readonly serve: SyncProtocol["Type"]["serve"] }, options: Partial<SyncClient.SyncClientOptions> = {}) =>
+  Effect.gen(function* () {
+    const store = yield* makeMemory
+    const client = yield* SyncClient.make(SyncClient.connectMemory(server.serve), options).pipe(
+      Effect.provideService(ObjectStore, store)
+    )
+    return { store, client, connect: client.connect({ host: "memory", port: 0 }) }
+  })
+
+/** Runs the server on fixed input bytes and returns everything it wrote, as latin1 text. */
+export const rawSession = (server: { readonly serve: SyncProtocol["Type"]["serve"] }, input: ReadonlyArray<Uint8Array | string>) =>
+  server.serve(
+    Stream.fromIterable(input.map((c) => (typeof c === "string" ? new Uint8Array(Buffer.from(c, "latin1")) : c))),
+    { id: 1, remoteAddress: "memory" }
+  ).pipe(
+    Stream.runCollect,
+    Effect.map((chunks) => Buffer.concat(Chunk.toArray(chunks)).toString("latin1"))
+  )
+
+export const pkg = (s: string) => PackageName.make(s)
+export const ver = (s: string) => Version.make(s)
+export const isSome = Option.isSome
