@@ -53,7 +53,7 @@ export const encodeReleaseMessage = (metadata: Omit<ReleaseMetadata, "upm">): st
   return `${summaryOf(m)}\n\n${json}\n`
 }
 
-const decodeJson = Schema.decodeUnknownEither(Schema.parseJson(ReleaseMetadata), { errors: "all" })
+const decodeJson = Schema.decodeUnknownEither(Schema.parseJson(ReleaseMetadata), { errors: "all", onExcessProperty: "error" })
 
 /** Reads the metadata from a tag message (the message without its signature). */
 export const decodeReleaseMessage = (message: string): Either.Either<ReleaseMetadata, InvalidReleaseMessage> => {

@@ -94,7 +94,7 @@ export const layer = (file: string): Layer.Layer<KnownKeys, never, FileSystem.Fi
   Layer.effect(KnownKeys, Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
-    const decode = Schema.decodeUnknownEither(Schema.parseJson(KnownKeysFile), { errors: "all" })
+    const decode = Schema.decodeUnknownEither(Schema.parseJson(KnownKeysFile), { errors: "all", onExcessProperty: "error" })
     const load = Effect.gen(function* () {
       const exists = yield* fs.exists(file).pipe(Effect.mapError((e) => new KnownKeysError({ file, reason: "Unreadable", detail: e.message })))
       if (!exists) return { version: 1, namespaces: {} } as KnownKeysFile

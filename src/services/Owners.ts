@@ -169,7 +169,7 @@ const summary = (body: RecordBody): string => {
 
 export const encodeRecordMessage = (body: RecordBody): string => `${summary(body)}\n\n${JSON.stringify(body)}\n`
 
-const decodeBody = Schema.decodeUnknownEither(Schema.parseJson(RecordBody), { errors: "all" })
+const decodeBody = Schema.decodeUnknownEither(Schema.parseJson(RecordBody), { errors: "all", onExcessProperty: "error" })
 
 export const decodeRecordMessage = (owner: string, message: string): Either.Either<RecordBody, OwnersError> => {
   if (message.length > MAX_RECORD_MESSAGE) return Either.left(err(owner, "Malformed", "the record message is too large"))
@@ -493,7 +493,7 @@ export class PreseedFileError extends Schema.TaggedError<PreseedFileError>()("Pr
 export const parsePreseed = (file: string, text: string): Either.Either<ReadonlyArray<PreseedEntry>, PreseedFileError> => {
   if (text.length > 4 * 1024 * 1024) return Either.left(new PreseedFileError({ file, detail: "the file is larger than 4 MiB" }))
   if (text.trimStart().startsWith("{")) {
-    return Either.mapBoth(Schema.decodeUnknownEither(Schema.parseJson(PreseedJson), { errors: "all" })(text), {
+    return Either.mapBoth(Schema.decodeUnknownEither(Schema.parseJson(PreseedJson), { errors: "all", onExcessProperty: "error" })(text), {
       onLeft: (e) => new PreseedFileError({ file, detail: ParseResult.TreeFormatter.formatErrorSync(e) }),
       onRight: (json) => Object.entries(json.owners).map(([owner, v]) => ({ owner, keys: v.keys, members: v.members ?? [] }))
     })
