@@ -290,20 +290,15 @@ const archivePrefix = (resolved: ResolvedRelease) => `${resolved.info.name.repla
 const README_NAMES = /^readme(\.(md|markdown|txt))?$/i
 
 /**
- * Splits a file path from a URL into tree entry names, refusing anything that is not a plain relative path:
- * empty segments, `.`, `..`, backslashes, NUL, percent-escapes that do not decode.
+ * Splits a file path (as the router hands it over: already percent-decoded) into tree entry names, refusing
+ * anything that is not a plain relative path: empty segments, `.`, `..`, backslashes, NUL. Nothing here touches
+ * a file system (files are looked up by name in the release's trees), so this is about clear answers.
  */
-export const splitFilePath = (raw: string): Either.Either<ReadonlyArray<string>, BadRequest> => {
-  let decoded: string
-  try {
-    decoded = decodeURIComponent(raw)
-  } catch {
-    return Either.left(new BadRequest({ message: "the file path is not valid percent-encoded UTF-8" }))
-  }
-  if (decoded.length === 0 || decoded.length > 4096) {
+export const splitFilePath = (path: string): Either.Either<ReadonlyArray<string>, BadRequest> => {
+  if (path.length === 0 || path.length > 4096) {
     return Either.left(new BadRequest({ message: "the file path must be 1 to 4096 characters" }))
   }
-  const segments = decoded.split("/")
+  const segments = path.split("/")
   for (const s of segments) {
     if (s === "" || s === "." || s === ".." || s.includes("\\") || s.includes("\0")) {
       return Either.left(new BadRequest({ message: "the file path must be a plain relative path (no empty, `.` or `..` segments)" }))
