@@ -15,10 +15,11 @@
 import type { Socket } from "@effect/platform"
 import { NodeSink, NodeSocket, NodeSocketServer, NodeStream } from "@effect/platform-node"
 import {
-  Chunk, Context, Duration, Effect, Exit, Fiber, HashMap, Layer, Option, Ref, Schema, Scope, Stream,
+  Chunk, Context, Duration, Effect, Either, Exit, Fiber, HashMap, Layer, Option, Ref, Schema, Scope, Stream,
   SubscriptionRef
 } from "effect"
 import type * as Net from "node:net"
+import * as SyncCodec from "../protocol/SyncCodec.js"
 import { ConnectionError, type ConnectionInfo, MessageProtocol, type Protocol, SyncProtocol } from "./Connection.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -106,12 +107,15 @@ export const messageErrorFrame = (data: string): Uint8Array => {
 }
 
 /**
- * A sync-protocol client is refused during the handshake: the server answers its `lit?…\n` with a line that is
- * not `lit!<version>\n`. Seed 004 only defines the success line; `lit!\n` followed by a reason is what a v0
- * client reads as "no common version / refused" (see docs/protocol.md and docs/operations.md).
+ * A sync-protocol client is refused the way a sync session ends on any error (docs/protocol.md): one REPLY
+ * `!error <reason>\n\n` in place of the handshake's `lit!<version>\n`.
  */
 export const syncRefusal = (reason: string): Uint8Array =>
-  Buffer.from(`lit!\n${reason.replace(/\n/g, " ")}\n`, "utf8")
+  Either.getOrElse(
+    SyncCodec.encodeEither(SyncCodec.reply(`error ${reason.replace(/\s*\n\s*/g, " ").trim()}`)),
+    // only a reason over the codec's text limit is unencodable: send the generic one
+    () => Buffer.from("!error connection refused\n\n", "utf8")
+  )
 
 /** The MessageProtocol until the message-protocol issue provides one: every connection gets a clear refusal. */
 export const layerRefuse: Layer.Layer<MessageProtocol> = Layer.succeed(MessageProtocol, MessageProtocol.of({
@@ -291,31 +295,34 @@ export const make = (options: ListenerOptions) =>
     )
     yield* Effect.logInfo("listening").pipe(Effect.annotateLogs({ host: address.host, port: address.port }))
 
-    // Runs before the forkScoped finalizer above (finalizers run in reverse order).
-    yield* Effect.addFinalizer(() =>
-      Effect.gen(function* () {
-        const before = yield* SubscriptionRef.updateAndGet(state, (s) => ({ ...s, draining: true }))
-        yield* Effect.logInfo("shutting down").pipe(
-          Effect.annotateLogs({ active: before.active, grace: Duration.format(shutdownGrace) }))
-        // Closes the listening socket now; the close completes once every connection has ended.
-        const closed = yield* Effect.forkDaemon(Scope.close(serverScope, Exit.void))
-        const drained = yield* state.changes.pipe(
-          Stream.takeUntil((s) => s.active === 0),
-          Stream.runDrain,
-          Effect.as(true),
-          Effect.timeout(shutdownGrace),
-          Effect.orElseSucceed(() => false),
-          Effect.interruptible // finalizers are uninterruptible: the timeout needs this
-        )
-        if (!drained) {
-          const now = yield* SubscriptionRef.get(state)
-          yield* Effect.logWarning("shutdown grace expired, interrupting connections").pipe(
-            Effect.annotateLogs({ active: now.active }))
-        }
-        yield* Fiber.interrupt(running)
-        yield* Fiber.join(closed)
-        yield* Effect.logInfo("stopped")
-      }))
+    const shutdown = Effect.gen(function* () {
+      const before = yield* SubscriptionRef.updateAndGet(state, (s) => ({ ...s, draining: true }))
+      yield* Effect.logInfo("shutting down").pipe(
+        Effect.annotateLogs({ active: before.active, grace: Duration.format(shutdownGrace) }))
+      // Closes the listening socket now; the close completes once every connection has ended.
+      const closed = yield* Effect.forkDaemon(Scope.close(serverScope, Exit.void))
+      const drained = yield* state.changes.pipe(
+        Stream.takeUntil((s) => s.active === 0),
+        Stream.runDrain,
+        Effect.as(true),
+        Effect.timeout(shutdownGrace),
+        Effect.orElseSucceed(() => false)
+      )
+      if (!drained) {
+        const now = yield* SubscriptionRef.get(state)
+        yield* Effect.logWarning("shutdown grace expired, interrupting connections").pipe(
+          Effect.annotateLogs({ active: now.active }))
+      }
+      yield* Fiber.interrupt(running)
+      yield* Fiber.join(closed)
+      yield* Effect.logInfo("stopped")
+    })
+
+    // Runs before the forkScoped finalizer above (finalizers run in reverse order). The drain runs in its own
+    // fiber: the finalizer may run in a fiber that is being interrupted (SIGINT), where an interruptible region
+    // would end at once. A fiber forked here inherits the finalizer's uninterruptibility, which would keep the
+    // deadline from firing, hence `interruptible` inside it; the finalizer awaits it whole.
+    yield* Effect.addFinalizer(() => Effect.flatMap(Effect.forkDaemon(Effect.interruptible(shutdown)), Fiber.join))
 
     return Listener.of({
       address,
