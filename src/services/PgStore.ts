@@ -63,7 +63,7 @@ const migrate = Effect.gen(function* () {
     if (version > SCHEMA_VERSION) {
       return yield* new StoreError({
         op: "open",
-        detail: `the database has upm schema version ${version}; this upm knows up to ${SCHEMA_VERSION}`,
+        detail: `the database has upm schema version ${version}, written by a newer upm; this one knows up to ${SCHEMA_VERSION}`,
         cause: null
       })
     }
