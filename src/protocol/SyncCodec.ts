@@ -196,10 +196,12 @@ export const makeDecoder = (limits: CodecLimits = defaultCodecLimits): Decoder =
           if (at > MAX_SIZE_GROUPS) return fail("BadSize", `SEND size uses more than ${MAX_SIZE_GROUPS} continuation bytes`)
           const b = buf[at++]!
           size = size * 0x80 + (b & 0x7f)
+          const last = (b & 0x80) === 0
           if (size > limits.maxSendSize) {
-            return fail("TooLarge", `SEND of ${size} or more bytes exceeds the limit of ${limits.maxSendSize}`)
+            const amount = last ? `${size}` : `more than ${size}`
+            return fail("TooLarge", `SEND of ${amount} bytes exceeds the limit of ${limits.maxSendSize}`)
           }
-          if ((b & 0x80) === 0) break
+          if (last) break
         }
       } else if (size > limits.maxSendSize) {
         return fail("TooLarge", `SEND of ${size} bytes exceeds the limit of ${limits.maxSendSize}`)

@@ -72,9 +72,13 @@ const makeFrameReader = (input: Stream.Stream<Uint8Array, ConnectionError>) =>
     let ended = false
 
     /** The next frame, or None at the end of input. */
+    // A decoding error is reported after the frames that came before it.
+    let broken: SyncSessionError | undefined
+
     const next: Effect.Effect<Option.Option<Codec.Frame>, SyncSessionError> = Effect.suspend(() => {
       const frame = ready.shift()
       if (frame !== undefined) return Effect.succeed(Option.some(frame))
+      if (broken !== undefined) return Effect.fail(broken)
       if (ended) return Effect.succeed(Option.none())
       return Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
@@ -107,7 +111,8 @@ const makeFrameReader = (input: Stream.Stream<Uint8Array, ConnectionError>) =>
           const step = decoder.push(bytes)
           if (Either.isLeft(step)) {
             const e = step.left
-            return yield* Effect.fail(sessionError(e.reason === "TooLarge" ? "Limit" : "Protocol", e.detail))
+            broken = sessionError(e.reason === "TooLarge" ? "Limit" : "Protocol", e.detail)
+            break
           }
           ready.push(...step.right)
         }

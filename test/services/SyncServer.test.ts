@@ -1,0 +1,309 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Chunk, Duration, Effect, Either, Fiber, Option, Stream, TestClock } from "effect"
+import { encodeTag, encodeTree, frame, hashOf } from "../../src/domain/GitObject.js"
+import type { ObjectHash } from "../../src/domain/ObjectHash.js"
+import * as Codec from "../../src/protocol/SyncCodec.js"
+import { getFramed, ObjectStore } from "../../src/services/ObjectStore.js"
+import * as SyncClient from "../../src/services/SyncClient.js"
+import { VerifiedRelease } from "../../src/services/Verifier.js"
+import { deepFiles, makeClient, makeRelease, makeServer, pkg, rawSession, type Server, ver, wideFiles } from "./SyncFixtures.js"
+
+const latin1 = (s: string) => new Uint8Array(Buffer.from(s, "latin1"))
+const text = new TextEncoder()
+
+/** A scripted client speaking raw frames to the server over an in-memory duplex. */
+const rawClient = (server: Pick<Server, "serve">) =>
+  Effect.gen(function* () {
+    const transport = yield* SyncClient.connectMemory(server.serve)({ host: "memory", port: 0 })
+    const pull = yield* transport.input.pipe(Codec.decode(), Stream.toPull)
+    const ready: Array<Codec.Frame> = []
+    const next: Effect.Effect<Option.Option<Codec.Frame>> = Effect.suspend(() => {
+      const f = ready.shift()
+      if (f !== undefined) return Effect.succeed(Option.some(f))
+      return pull.pipe(
+        Effect.flatMap((chunk) => {
+          ready.push(...chunk)
+          return next
+        }),
+        Effect.catchAll(() => Effect.succeed(Option.none()))
+      )
+    })
+    const write = (f: Codec.Frame) => Effect.orDie(Effect.flatMap(Codec.encode(f), transport.write))
+    const writeRaw = (bytes: Uint8Array) => Effect.orDie(transport.write(bytes))
+    const expect = Effect.map(next, Option.getOrThrow)
+    yield* write(Codec.hello([0, 1]))
+    assert.deepStrictEqual(yield* expect, Codec.welcome(0))
+    return { write, writeRaw, next, expect }
+  })
+
+const framedIn = (store: ObjectStore["Type"], hash: ObjectHash) =>
+  getFramed(hash).pipe(Effect.provideService(ObjectStore, store), Effect.orDie)
+
+const sealDirect = (server: Server, store: ObjectStore["Type"], name: string, version: string, tag: ObjectHash, tree: ObjectHash) =>
+  Effect.gen(function* () {
+    // Copy the graph (tag, tree, everything) and seal, as if it had been pushed.
+    for (const h of yield* store.listObjects()) {
+      const o = yield* Effect.orDie(store.get(h))
+      yield* Effect.orDie(server.store.put(o.type, o.body))
+    }
+    yield* Effect.orDie(server.registry.seal(new VerifiedRelease({
+      tagHash: tag, tree, name: pkg(name), version: ver(version), signer: "unsigned"
+    })))
+  })
+
+describe("SyncServer: seed 004's transcript and the decisions in docs/protocol.md, byte for byte", () => {
+  it.scoped("handshake and match, exactly as the seed shows them", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const client = yield* makeClient(server)
+      const { tag, tree } = yield* makeRelease(client.store, "creationix/jack", "0.1.2", { "init.lua": "return {}\n" })
+      yield* sealDirect(server, client.store, "creationix/jack", "0.1.2", tag, tree)
+      const out = yield* rawSession(server, [
+        "lit?0,1\n",
+        "? match creationix/jack 0.1.2\n\n",
+        "? match creationix/jack\n\n",
+        "?match creationix/jack 0.2.x\n\n",
+        "?match creationix/none\n\n"
+      ])
+      assert.strictEqual(out, `lit!0\n!0.1.2 ${tag}\n\n!0.1.2 ${tag}\n\n!\n\n!\n\n`)
+    }))
+
+  it.scoped("list queries: one item per line; empty lists are an empty reply", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const client = yield* makeClient(server)
+      const a = yield* makeRelease(client.store, "alice/one", "1.0.0", { a: "1" })
+      yield* sealDirect(server, client.store, "alice/one", "1.0.0", a.tag, a.tree)
+      const b = yield* makeRelease(client.store, "alice/one", "1.1.0-beta.1", { a: "2" })
+      yield* sealDirect(server, client.store, "alice/one", "1.1.0-beta.1", b.tag, b.tree)
+      const out = yield* rawSession(server, [
+        "lit?0\n",
+        "?versions alice/one\n\n",
+        "?match alice/one\n\n",
+        "?match alice/one >=1.1.0-beta.0\n\n",
+        "?authors\n\n",
+        "?packages alice\n\n",
+        "?search ON\n\n",
+        "?packages bob\n\n"
+      ])
+      assert.strictEqual(out, [
+        "lit!0\n",
+        `!1.0.0 ${a.tag}\n1.1.0-beta.1 ${b.tag}\n\n`,
+        `!1.0.0 ${a.tag}\n\n`, // no range: the newest stable version
+        `!1.1.0-beta.1 ${b.tag}\n\n`, // a range naming a prerelease of 1.1.0 matches it
+        "!alice\n\n",
+        "!alice/one\n\n",
+        "!alice/one\n\n",
+        "!\n\n"
+      ].join(""))
+    }))
+
+  it.scoped("no common version: a clear refusal instead of lit!", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      assert.strictEqual(
+        yield* rawSession(server, ["lit?5,6\n", "?authors\n\n"]),
+        "!error no common protocol version: client speaks 5,6, server speaks 0\n\n"
+      )
+    }))
+
+  it.scoped("errors end the session: unknown query, bad name, garbage, a frame before the handshake", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      assert.strictEqual(yield* rawSession(server, ["lit?0\n", "?frobnicate\n\n", "?authors\n\n"]),
+        "lit!0\n!error unknown query \"frobnicate\"\n\n")
+      assert.strictEqual(yield* rawSession(server, ["lit?0\n", "?match Alice/X\n\n"]),
+        "lit!0\n!error bad package name: \"Alice/X\"\n\n")
+      assert.strictEqual(yield* rawSession(server, ["lit?0\n", "GET / HTTP/1.1\r\n\r\n"]),
+        "lit!0\n!error unknown frame type byte 0x47\n\n")
+      assert.strictEqual(yield* rawSession(server, ["?authors\n\n"]),
+        "!error expected the handshake \"lit?<versions>\", got Query\n\n")
+      assert.strictEqual(yield* rawSession(server, ["lit?0\n", "?authors"]),
+        "lit!0\n!error input ended inside a frame (8 bytes pending)\n\n")
+    }))
+
+  it.scoped("WANT is answered with SENDs of the framed objects, in order", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const hello = yield* Effect.orDie(server.store.put("blob", text.encode("Hello World\n")))
+      const two = yield* Effect.orDie(server.store.put("blob", text.encode("2")))
+      const out = yield* rawSession(server, [
+        "lit?0\n",
+        Either.getOrThrow(Codec.encodeEither(Codec.want([hello, two])))
+      ])
+      const framedHello = Buffer.from(frame("blob", text.encode("Hello World\n"))).toString("latin1")
+      assert.strictEqual(out, `lit!0\n\xd4${framedHello}\xc8blob 1\x002`)
+      assert.strictEqual(hello, "557db03de997c86a4a028e1ebd3a1ceb225be238")
+    }))
+})
+
+describe("SyncServer: hostile pushes", () => {
+  it.scoped("an unsolicited object (not a tag) is refused", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const blob = frame("blob", text.encode("x"))
+      const out = yield* rawSession(server, ["lit?0\n", Either.getOrThrow(Codec.encodeEither(Codec.send(blob)))])
+      assert.strictEqual(out, `lit!0\n!error unsolicited blob ${hashOf("blob", text.encode("x"))}: a push starts with a release tag\n\n`)
+      assert.isFalse(yield* server.store.has(hashOf("blob", text.encode("x"))))
+    }))
+
+  it.scoped("an object that was not asked for, mid-push, is refused and nothing is sealed", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const c = yield* makeClient(server)
+      const { tag, tree } = yield* makeRelease(c.store, "alice/pkg", "1.0.0", deepFiles(2))
+      const raw = yield* rawClient(server)
+      yield* raw.write(Codec.send(yield* framedIn(c.store, tag)))
+      assert.deepStrictEqual(yield* raw.expect, Codec.want([tree]))
+      const wrong = frame("blob", text.encode("not the tree"))
+      yield* raw.write(Codec.send(wrong))
+      assert.deepStrictEqual(yield* raw.expect, Codec.reply(`error unsolicited object ${hashOf("blob", text.encode("not the tree"))}: not asked for`))
+      assert.isTrue(Option.isNone(yield* raw.next))
+      assert.isTrue(Option.isNone(yield* server.registry.match(pkg("alice/pkg"), undefined)))
+      assert.isFalse(yield* server.store.has(hashOf("blob", text.encode("not the tree"))))
+    }))
+
+  it.scoped("an object whose parent announced another type is refused", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const c = yield* makeClient(server)
+      const inner = yield* Effect.orDie(c.store.put("tree", encodeTree([])))
+      // The root tree says "file" is a blob, but the hash is a tree's.
+      const root = yield* Effect.orDie(c.store.put("tree", encodeTree([{ mode: "100644", name: "file", hash: inner }])))
+      const tag = yield* Effect.orDie(c.store.put("tag", encodeTag({
+        object: root, type: "tree", tag: "alice/pkg/v1.0.0", tagger: undefined, message: "x\n", signature: undefined
+      })))
+      const raw = yield* rawClient(server)
+      yield* raw.write(Codec.send(yield* framedIn(c.store, tag)))
+      assert.deepStrictEqual(yield* raw.expect, Codec.want([root]))
+      yield* raw.write(Codec.send(yield* framedIn(c.store, root)))
+      assert.deepStrictEqual(yield* raw.expect, Codec.want([inner]))
+      yield* raw.write(Codec.send(yield* framedIn(c.store, inner)))
+      assert.deepStrictEqual(yield* raw.expect, Codec.reply(`error object ${inner} is a tree, its parent says blob`))
+    }))
+
+  it.scoped("a second tag during a push is unsolicited", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const c = yield* makeClient(server)
+      const one = yield* makeRelease(c.store, "alice/pkg", "1.0.0", deepFiles(2))
+      const two = yield* makeRelease(c.store, "alice/pkg", "2.0.0", deepFiles(2, 2, "x"))
+      const raw = yield* rawClient(server)
+      yield* raw.write(Codec.send(yield* framedIn(c.store, one.tag)))
+      assert.strictEqual((yield* raw.expect)._tag, "Want")
+      yield* raw.write(Codec.send(yield* framedIn(c.store, two.tag)))
+      assert.deepStrictEqual(yield* raw.expect, Codec.reply(`error unsolicited object ${two.tag}: not asked for`))
+    }))
+
+  it.scoped("an oversized SEND is refused from its header; an oversized query too", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer({ limits: { maxObjectSize: 1000, maxTextSize: 100 } })
+      assert.strictEqual(
+        yield* rawSession(server, [latin1("lit?0\n"), Codec.sendHeader(2000)]),
+        "lit!0\n!error SEND of 2000 bytes exceeds the limit of 1000\n\n"
+      )
+      assert.strictEqual(
+        yield* rawSession(server, ["lit?0\n", "?" + "x".repeat(200)]),
+        "lit!0\n!error QUERY longer than 100 bytes\n\n"
+      )
+    }))
+
+  it.scoped("a bad tag name is refused before any object is asked for", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const c = yield* makeClient(server)
+      const { tag } = yield* makeRelease(c.store, "alice/pkg", "1.0.0", deepFiles(1), "Alice/pkg/1.0")
+      const out = yield* rawSession(server, ["lit?0\n", Either.getOrThrow(Codec.encodeEither(Codec.send(yield* framedIn(c.store, tag))))])
+      assert.match(out, /^lit!0\n!error tag [0-9a-f]{40} refused \(BadTagName\): expected owner\/name\/v<version>\n\n$/)
+    }))
+
+  it.scoped("a version already sealed with other content is refused at once", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const c = yield* makeClient(server)
+      const first = yield* makeRelease(c.store, "alice/pkg", "1.0.0", deepFiles(2))
+      yield* (yield* c.connect).push(first.tag)
+      const other = yield* makeRelease(c.store, "alice/pkg", "1.0.0", deepFiles(2, 2, "changed"))
+      const out = yield* rawSession(server, ["lit?0\n", Either.getOrThrow(Codec.encodeEither(Codec.send(yield* framedIn(c.store, other.tag))))])
+      assert.strictEqual(out, `lit!0\n!error alice/pkg/v1.0.0 is already published as ${first.tag}\n\n`)
+      // The same content again is simply confirmed.
+      const again = yield* rawSession(server, ["lit?0\n", Either.getOrThrow(Codec.encodeEither(Codec.send(yield* framedIn(c.store, first.tag))))])
+      assert.strictEqual(again, `lit!0\n!conf ${first.tag}\n\n`)
+    }))
+
+  it.scoped("push objects cap", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer({ limits: { maxPushObjects: 20 } })
+      const c = yield* makeClient(server)
+      const { tag } = yield* makeRelease(c.store, "alice/pkg", "1.0.0", wideFiles(30))
+      const err = yield* (yield* c.connect).push(tag).pipe(Effect.flip)
+      assert.strictEqual(err.detail, "push exceeds 20 objects")
+    }))
+
+  it.scoped("WANT batches outstanding stay within maxWantBatches", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer({ limits: { maxWantBatches: 2 } })
+      const c = yield* makeClient(server)
+      const { tag, tree } = yield* makeRelease(c.store, "alice/pkg", "1.0.0", { lib: wideFiles(64 * 5).lib as Record<string, string> })
+      const raw = yield* rawClient(server)
+      yield* raw.write(Codec.send(yield* framedIn(c.store, tag)))
+      assert.deepStrictEqual(yield* raw.expect, Codec.want([tree]))
+      yield* raw.write(Codec.send(yield* framedIn(c.store, tree)))
+      const lib = yield* raw.expect
+      assert.strictEqual(lib._tag, "Want")
+      if (lib._tag !== "Want") return
+      yield* raw.write(Codec.send(yield* framedIn(c.store, lib.hashes[0]!)))
+      const w1 = yield* raw.expect
+      const w2 = yield* raw.expect
+      assert.strictEqual(w1._tag === "Want" && w2._tag === "Want" ? w1.hashes.length + w2.hashes.length : 0, 128)
+      // Nothing more until a batch completes: the next frame only comes after answering the first batch.
+      if (w1._tag !== "Want") return
+      for (const h of w1.hashes) yield* raw.write(Codec.send(yield* framedIn(c.store, h)))
+      const w3 = yield* raw.expect
+      assert.strictEqual(w3._tag === "Want" ? w3.hashes.length : 0, 64)
+    }))
+})
+
+describe("SyncServer: timeouts on the TestClock", () => {
+  const collect = (server: Server, input: Stream.Stream<Uint8Array>) =>
+    server.serve(input, { id: 1, remoteAddress: "memory" }).pipe(
+      Stream.runCollect,
+      Effect.map((chunks) => Buffer.concat(Chunk.toArray(chunks)).toString("latin1")),
+      Effect.orDie
+    )
+
+  it.scoped("handshake timeout", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer({ limits: { handshakeTimeout: Duration.seconds(5) } })
+      const fiber = yield* Effect.fork(collect(server, Stream.make(latin1("lit?0")).pipe(Stream.concat(Stream.never))))
+      yield* TestClock.adjust("4 seconds")
+      assert.isTrue(Option.isNone(yield* Fiber.poll(fiber)))
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual(yield* Fiber.join(fiber), "!error handshake timeout: nothing received in time\n\n")
+    }))
+
+  it.scoped("idle timeout between frames", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer({ limits: { idleTimeout: Duration.seconds(30) } })
+      const fiber = yield* Effect.fork(collect(server, Stream.make(latin1("lit?0\n?authors\n\n")).pipe(Stream.concat(Stream.never))))
+      yield* TestClock.adjust("29 seconds")
+      assert.isTrue(Option.isNone(yield* Fiber.poll(fiber)))
+      yield* TestClock.adjust("1 second")
+      assert.strictEqual(yield* Fiber.join(fiber), "lit!0\n!\n\n!error idle timeout: nothing received in time\n\n")
+    }))
+
+  it.scoped("per-message timeout: a frame trickling in too slowly", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer({ limits: { messageTimeout: Duration.seconds(10), idleTimeout: Duration.seconds(60) } })
+      // Part of a query, more of it 8 seconds later: each wait is shorter than the idle timeout, the frame is not.
+      const bytes = Stream.make(latin1("lit?0\n"), latin1("?aut")).pipe(
+        Stream.concat(Stream.fromEffect(Effect.as(Effect.sleep("8 seconds"), latin1("ho")))),
+        Stream.concat(Stream.never)
+      )
+      const fiber = yield* Effect.fork(collect(server, bytes))
+      yield* TestClock.adjust("8 seconds")
+      assert.isTrue(Option.isNone(yield* Fiber.poll(fiber)))
+      yield* TestClock.adjust("2 seconds")
+      assert.strictEqual(yield* Fiber.join(fiber), "lit!0\n!error message timeout: nothing received in time\n\n")
+    }))
+})
