@@ -98,9 +98,16 @@ export const startCluster = (options: ClusterOptions = {}) =>
       (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
     )
     if (isRoot) {
-      const uid = Number(execFileSync("id", ["-u", "postgres"]).toString().trim())
-      const gid = Number(execFileSync("id", ["-g", "postgres"]).toString().trim())
-      yield* Effect.sync(() => chownSync(dir, uid, gid))
+      // initdb refuses to run as root: the cluster belongs to the `postgres` user Debian's package creates.
+      yield* Effect.try({
+        try: () => {
+          const uid = Number(execFileSync("id", ["-u", "postgres"], { stdio: "pipe" }).toString().trim())
+          const gid = Number(execFileSync("id", ["-g", "postgres"], { stdio: "pipe" }).toString().trim())
+          chownSync(dir, uid, gid)
+        },
+        catch: (e) =>
+          new PgTestError({ message: `running as root needs a "postgres" user to own the test cluster: ${String(e)}` })
+      })
     }
     const data = join(dir, "data")
     yield* run(bin("initdb"), ["-D", data, "-A", "trust", "-U", "postgres", "-E", "UTF8", "--locale=C", "--no-sync"], true)
