@@ -12,11 +12,15 @@ import { decodeTag, encodeTagPayload, hashOf } from "../../src/domain/GitObject.
 import { ObjectHash } from "../../src/domain/ObjectHash.js"
 import { PackageName, Version } from "../../src/domain/Package.js"
 import { encodeReleaseMessage } from "../../src/domain/ReleaseMessage.js"
+import { NodeContext } from "@effect/platform-node"
+import { Option } from "effect"
+import { encodeTree } from "../../src/domain/GitObject.js"
+import { layerFs } from "../../src/services/FsStore.js"
 import * as ObjectStore from "../../src/services/ObjectStore.js"
 import * as Owners from "../../src/services/Owners.js"
 import * as Signer from "../../src/services/Signer.js"
 import * as Verifier from "../../src/services/Verifier.js"
-import { fixturePath, memoryKey, privateCopy } from "./KeysFixtures.js"
+import { fixturePath, memoryKey, privateCopy, publicLine } from "./KeysFixtures.js"
 
 const TestEnv = Verifier.layer.pipe(Layer.provideMerge(Owners.layer), Layer.provideMerge(ObjectStore.layerMemory))
 
@@ -105,4 +109,35 @@ describe("signing interop with git 2.39 and OpenSSH", () => {
         assert.strictEqual(refused.reason, "BadSignature")
       }).pipe(Effect.provide(TestEnv)))
   }
+
+  it.effect("on the fs store, releases and owner records are a repository git fsck and git verify-tag accept", () => {
+    const root = mkdtempSync(join(tmpdir(), "upm-interop-fs-"))
+    const env = Verifier.layer.pipe(
+      Layer.provideMerge(Owners.layer),
+      Layer.provideMerge(layerFs(root)),
+      Layer.provide(NodeContext.layer)
+    )
+    return Effect.gen(function* () {
+      const store = yield* ObjectStore.ObjectStore
+      const alice = memoryKey("alice_ed25519")
+      const blob = yield* store.put("blob", new TextEncoder().encode("hello\n"))
+      const tree = yield* store.put("tree", encodeTree([{ mode: "100644", name: "hello.txt", hash: blob }]))
+      const signed = yield* Signer.signRelease(alice, { tree, metadata, tagger: { name: "Alice", email: "alice@test" } })
+      const verified = yield* Effect.flatMap(Verifier.Verifier, (v) => v.verifyTag(signed.hash, signed.tag))
+      yield* store.put("tag", signed.body)
+      yield* Verifier.sealRelease(verified)
+      const owners = yield* Owners.Owners
+      const state = yield* Effect.map(owners.get("alice"), Option.getOrThrow)
+      const change = yield* Owners.makeChange(alice, "alice", Option.some(state), { op: "add-key", key: publicLine(memoryKey("bob_rsa3072")) })
+      yield* owners.apply("alice", change.body)
+      const fsck = tryGit(root, ["fsck", "--strict", "--no-dangling"])
+      assert.strictEqual(fsck.status, 0, fsck.stderr.toString() + fsck.stdout.toString())
+      const allowed = join(root, "..", `${root.split("/").at(-1)}-allowed`)
+      writeFileSync(allowed, `alice@test ${readFileSync(fixturePath("alice_ed25519.pub"), "utf8")}`)
+      const ok = tryGit(root, ["-c", `gpg.ssh.allowedSignersFile=${allowed}`, "verify-tag", "alice/greetings/v1.0.0"])
+      assert.strictEqual(ok.status, 0, ok.stderr.toString())
+      assert.match(git(root, ["cat-file", "-p", "refs/upm/owners/alice"]).toString(), /upm-owners alice #1: add-key/)
+      assert.strictEqual((yield* owners.history("alice")).length, 2)
+    }).pipe(Effect.provide(env))
+  })
 })
