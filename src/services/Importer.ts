@@ -1,0 +1,219 @@
+/**
+ * Import a directory into the ObjectStore as a git tree, exactly as `git add -A && git write-tree` would record it:
+ *
+ * - a regular file is a blob with mode 100755 when its owner-execute bit is set, else 100644;
+ * - a symlink is a blob holding its link text, mode 120000 (never followed);
+ * - a directory is a tree (40000); a directory with nothing to import is left out, as git does;
+ * - `.git` (any case) is skipped; sockets, FIFOs and devices are skipped, as git does;
+ * - ignore rules in gitignore syntax: every `.upmignore` (relative to its own directory, deeper files first, last
+ *   matching line wins, `!` re-includes), then upm.json's `ignore` (relative to the root). When upm.json has
+ *   `files`, only files matching one of those patterns (or below a matching directory) are imported, and upm.json
+ *   itself always is.
+ *
+ * Patterns are matched by `ignore`, the npm package that ESLint and Prettier use for gitignore semantics.
+ */
+import { FileSystem, Path } from "@effect/platform"
+import type { PlatformError } from "@effect/platform/Error"
+import { Effect, Either, Option, ParseResult, Schema } from "effect"
+import ignore, { type Ignore } from "ignore"
+import { badEntryName, encodeTree, type TreeEntry } from "../domain/GitObject.js"
+import { decodeManifestJson, type Manifest, MANIFEST_FILE } from "../domain/Manifest.js"
+import type { ObjectHash } from "../domain/ObjectHash.js"
+import { ObjectStore, type StoreError } from "./ObjectStore.js"
+
+export const IGNORE_FILE = ".upmignore"
+
+export class ImportError extends Schema.TaggedError<ImportError>()("ImportError", {
+  reason: Schema.Literal("NotADirectory", "Unreadable", "BadName", "BadManifest", "BadPattern", "TooLarge"),
+  /** The offending path, relative to the imported directory ("" for the directory itself). */
+  path: Schema.String,
+  detail: Schema.String,
+  cause: Schema.optional(Schema.Defect)
+}) {}
+
+export interface ImportOptions {
+  /** Extra ignore patterns (gitignore syntax, relative to the root), applied after upm.json's `ignore`. */
+  readonly ignore?: ReadonlyArray<string>
+  /** Files read and stored at once (default 32). */
+  readonly concurrency?: number
+  /** Refuse a directory with more files than this (default 1,000,000). */
+  readonly maxFiles?: number
+  /** Refuse a file larger than this many bytes (default 1 GiB). */
+  readonly maxFileSize?: number
+}
+
+export interface ImportResult {
+  /** The root tree. */
+  readonly tree: ObjectHash
+  /** Files (blobs, symlinks included) in the tree. */
+  readonly files: number
+  /** Bytes of file content read. */
+  readonly bytes: number
+  /** upm.json at the root, decoded, when there is one. */
+  readonly manifest: Option.Option<Manifest>
+}
+
+type Kind =
+  | { readonly kind: "file"; readonly executable: boolean; readonly size: number }
+  | { readonly kind: "symlink"; readonly target: string }
+  | { readonly kind: "directory" }
+  | { readonly kind: "other" }
+
+/** One level of ignore rules: a matcher and the directory (relative to the root) its patterns are relative to. */
+interface RuleSet {
+  readonly base: string
+  readonly matcher: Ignore
+}
+
+const makeMatcher = (patterns: ReadonlyArray<string>, where: string): Either.Either<Ignore, ImportError> =>
+  Either.try({
+    try: () => ignore().add([...patterns]),
+    catch: (cause) => new ImportError({ reason: "BadPattern", path: where, detail: String(cause), cause })
+  })
+
+/** The verdict of one rule set for a path (relative to the root): ignored, re-included, or no opinion. */
+const verdict = (rules: RuleSet, path: string, isDirectory: boolean): "ignored" | "unignored" | undefined => {
+  const relative = rules.base === "" ? path : path.slice(rules.base.length + 1)
+  const result = rules.matcher.test(isDirectory ? `${relative}/` : relative)
+  return result.ignored ? "ignored" : result.unignored ? "unignored" : undefined
+}
+
+/** Imports `dir` into the ObjectStore and returns its tree. */
+export const importDirectory = (dir: string, options: ImportOptions = {}) =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const path = yield* Path.Path
+    const store = yield* ObjectStore
+    const concurrency = options.concurrency ?? 32
+    const maxFiles = options.maxFiles ?? 1_000_000
+    const maxFileSize = options.maxFileSize ?? 1024 * 1024 * 1024
+    const fileSlots = yield* Effect.makeSemaphore(concurrency)
+    let files = 0
+    let bytes = 0
+
+    const unreadable = (rel: string, what: string) => (cause: PlatformError) =>
+      new ImportError({ reason: "Unreadable", path: rel, detail: `cannot ${what}: ${cause.message}`, cause })
+
+    /** lstat, with what the platform offers: readLink succeeds only on a symlink; otherwise stat (which follows). */
+    const kindOf = (abs: string, rel: string): Effect.Effect<Kind, ImportError> =>
+      fs.readLink(abs).pipe(
+        Effect.map((target): Kind => ({ kind: "symlink", target })),
+        Effect.catchAll((e) =>
+          e._tag === "SystemError" && e.reason === "NotFound"
+            ? Effect.fail(unreadable(rel, "read it")(e))
+            : fs.stat(abs).pipe(
+              Effect.mapError(unreadable(rel, "stat it")),
+              Effect.map((info): Kind =>
+                info.type === "File"
+                  ? { kind: "file", executable: (info.mode & 0o100) !== 0, size: Number(info.size) }
+                  : info.type === "Directory"
+                  ? { kind: "directory" }
+                  : { kind: "other" })
+            ))
+      )
+
+    const root = yield* kindOf(dir, "")
+    if (root.kind !== "directory") {
+      return yield* Effect.fail(new ImportError({ reason: "NotADirectory", path: "", detail: `${dir} is not a directory` }))
+    }
+
+    // upm.json first: its ignore/files shape the walk.
+    const manifestText = yield* fs.readFileString(path.join(dir, MANIFEST_FILE)).pipe(
+      Effect.map(Option.some),
+      Effect.catchIf((e) => e._tag === "SystemError" && e.reason === "NotFound", () => Effect.succeed(Option.none<string>())),
+      Effect.mapError(unreadable(MANIFEST_FILE, "read it"))
+    )
+    const manifest = yield* Option.match(manifestText, {
+      onNone: () => Effect.succeed(Option.none<Manifest>()),
+      onSome: (text) =>
+        Either.match(decodeManifestJson(text), {
+          onLeft: (e) =>
+            Effect.fail(new ImportError({
+              reason: "BadManifest",
+              path: MANIFEST_FILE,
+              detail: ParseResult.TreeFormatter.formatErrorSync(e)
+            })),
+          onRight: (m) => Effect.succeed(Option.some(m))
+        })
+    })
+    const manifestIgnore = Option.match(manifest, { onNone: () => [], onSome: (m) => m.ignore ?? [] })
+    const extra = yield* makeMatcher([...manifestIgnore, ...(options.ignore ?? [])], MANIFEST_FILE)
+    const files_ = Option.flatMap(manifest, (m) => Option.fromNullable(m.files))
+    const include = Option.isSome(files_) ? Option.some(yield* makeMatcher(files_.value, MANIFEST_FILE)) : Option.none()
+
+    /** Whether `rel` is left out: deeper rule sets first, the first with an opinion decides. */
+    const excluded = (rules: ReadonlyArray<RuleSet>, rel: string, isDirectory: boolean): boolean => {
+      for (let i = rules.length - 1; i >= 0; i--) {
+        const v = verdict(rules[i]!, rel, isDirectory)
+        if (v !== undefined) return v === "ignored"
+      }
+      return false
+    }
+
+    /** One directory entry as a tree entry, or undefined when it is left out. */
+    const entry = (
+      abs: string,
+      rel: string,
+      name: string,
+      rules: ReadonlyArray<RuleSet>
+    ): Effect.Effect<TreeEntry | undefined, ImportError | StoreError> => {
+      if (name.toLowerCase() === ".git") return Effect.succeed(undefined)
+      const childRel = rel === "" ? name : `${rel}/${name}`
+      const bad = badEntryName(name)
+      if (bad !== undefined) return Effect.fail(new ImportError({ reason: "BadName", path: childRel, detail: bad }))
+      const childAbs = path.join(abs, name)
+      const always = rel === "" && name === MANIFEST_FILE
+      return Effect.flatMap(kindOf(childAbs, childRel), (kind): Effect.Effect<TreeEntry | undefined, ImportError | StoreError> => {
+        if (kind.kind === "other") return Effect.succeed(undefined)
+        if (!always && excluded(rules, childRel, kind.kind === "directory")) return Effect.succeed(undefined)
+        if (kind.kind === "directory") {
+          return Effect.map(walk(childAbs, childRel, rules), (hash) =>
+            hash === undefined ? undefined : { mode: "40000", name, hash })
+        }
+        if (!always && Option.isSome(include) && !include.value.ignores(childRel)) return Effect.succeed(undefined)
+        return fileSlots.withPermits(1)(Effect.gen(function* () {
+          files++
+          if (files > maxFiles) {
+            return yield* Effect.fail(new ImportError({ reason: "TooLarge", path: childRel, detail: `more than ${maxFiles} files` }))
+          }
+          if (kind.kind === "symlink") {
+            const hash = yield* store.put("blob", new TextEncoder().encode(kind.target))
+            return { mode: "120000", name, hash } satisfies TreeEntry
+          }
+          if (kind.size > maxFileSize) {
+            return yield* Effect.fail(new ImportError({
+              reason: "TooLarge", path: childRel, detail: `${kind.size} bytes, more than the limit of ${maxFileSize}`
+            }))
+          }
+          const body = yield* fs.readFile(childAbs).pipe(Effect.mapError(unreadable(childRel, "read it")))
+          bytes += body.length
+          const hash = yield* store.put("blob", body)
+          return { mode: kind.executable ? "100755" : "100644", name, hash } satisfies TreeEntry
+        }))
+      })
+    }
+
+    const walk = (abs: string, rel: string, inherited: ReadonlyArray<RuleSet>): Effect.Effect<
+      ObjectHash | undefined, ImportError | StoreError
+    > =>
+      Effect.gen(function* () {
+        const names = yield* fs.readDirectory(abs).pipe(Effect.mapError(unreadable(rel, "list it")))
+        let rules = inherited
+        if (names.includes(IGNORE_FILE)) {
+          const where = rel === "" ? IGNORE_FILE : `${rel}/${IGNORE_FILE}`
+          const text = yield* fs.readFileString(path.join(abs, IGNORE_FILE)).pipe(Effect.mapError(unreadable(where, "read it")))
+          const matcher = yield* makeMatcher(text.split(/\r?\n/), where)
+          // The root's .upmignore sits below upm.json's ignore, which is applied after it (so it wins).
+          rules = rel === "" ? [{ base: "", matcher }, ...inherited] : [...inherited, { base: rel, matcher }]
+        }
+        const entries = yield* Effect.forEach(names, (name) => entry(abs, rel, name, rules), { concurrency })
+        const kept = entries.filter((e): e is TreeEntry => e !== undefined)
+        if (kept.length === 0 && rel !== "") return undefined
+        return yield* store.put("tree", encodeTree(kept))
+      })
+
+    const tree = yield* walk(dir, "", [{ base: "", matcher: extra }])
+    if (tree === undefined) return yield* Effect.dieMessage("the root directory always gives a tree")
+    const result: ImportResult = { tree, files, bytes, manifest }
+    return result
+  })
