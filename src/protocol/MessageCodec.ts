@@ -309,3 +309,28 @@ export const encodeOne = <A, I>(schema: Schema.Schema<A, I>, limits: Limits = de
   const encode = encodeMessage(schema, limits)
   return (message: A): Effect.Effect<Uint8Array, MessageError> => encode(message)
 }
+
+// ---------------------------------------------------------------------------------------------
+// The local handle channel (`upm send` / `upm receive` ⇄ server), same framing
+
+/** `upm send <handle> <message>` / `upm receive <handle> [prompt]` → server. */
+export const HandleRequest = Schema.Struct({
+  handle: text(128),
+  op: Schema.Literal("send", "receive"),
+  message: text(64 * 1024)
+})
+export type HandleRequest = typeof HandleRequest.Type
+
+/** server → `upm send` / `upm receive`: done (with the user's answer for `receive`), or why not. */
+export const HandleReply = Schema.Struct({
+  ok: Schema.Boolean,
+  answer: Schema.optional(text(64 * 1024)),
+  error: Schema.optional(text(4096))
+})
+export type HandleReply = typeof HandleReply.Type
+
+/** Data of the frames the server pushes to a client during a conversation (`payload.type` "send" / "receive"). */
+export const ConversationSend = Schema.Struct({ conversation: text(128), message: text(64 * 1024) })
+export const ConversationReceive = Schema.Struct({ conversation: text(128), id: Schema.Int, prompt: text(64 * 1024) })
+/** Data of the client's `conversation-answer` request. */
+export const ConversationAnswer = Schema.Struct({ conversation: text(128), id: Schema.Int, answer: text(64 * 1024) })
