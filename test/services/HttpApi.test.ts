@@ -41,7 +41,9 @@ const untar = (gz: Uint8Array) =>
     const extract = tar.extract()
     extract.on("entry", (header, stream, next) => {
       const chunks: Array<Buffer> = []
-      stream.on("data", (c: Buffer) => chunks.push(c))
+      stream.on("data", (c: unknown) => {
+        if (c instanceof Uint8Array) chunks.push(Buffer.from(c))
+      })
       stream.on("end", () => {
         out.set(header.name, { type: header.type ?? "file", body: Buffer.concat(chunks).toString("utf8"), mode: header.mode ?? 0, linkname: header.linkname ?? null })
         next()
