@@ -130,7 +130,12 @@ export const parsePublicKeyBlob = (blob: Uint8Array): Either.Either<PublicKey, I
       if (pk === undefined || pk.length !== 32 || r.remaining !== 0) {
         return invalid("Malformed", "an ssh-ed25519 key blob must hold exactly one 32-byte key")
       }
-      const keyObject = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: b64url(pk) }, format: "jwk" })
+      let keyObject: KeyObject
+      try {
+        keyObject = createPublicKey({ key: { kty: "OKP", crv: "Ed25519", x: b64url(pk) }, format: "jwk" })
+      } catch (cause) {
+        return invalid("Malformed", `Node refused the ed25519 key: ${String(cause)}`)
+      }
       return Either.right({ type, blob: Uint8Array.from(blob), bits: 256, keyObject })
     }
     case "ssh-rsa": {

@@ -74,6 +74,12 @@ const makeWith = (load: Effect.Effect<KnownKeysFile, KnownKeysError>, save: (fil
         Effect.gen(function* () {
           const pinned = yield* get(owner)
           if (Option.isNone(pinned)) {
+            if (!keysOf(serverKeys).some((k) => sameKey(k, signer))) {
+              return yield* Effect.fail(new VerificationError({
+                reason: "NotOwner",
+                detail: `${fingerprint(signer)} is not among the keys the server reports for ${owner}; nothing was pinned`
+              }))
+            }
             yield* pin(owner, serverKeys)
             return { _tag: "FirstUse", pinned: canonical(serverKeys) } as Trust
           }

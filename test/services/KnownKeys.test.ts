@@ -44,6 +44,10 @@ describe("KnownKeys (client-side verification)", () => {
     Effect.gen(function* () {
       const notListed = yield* Effect.flip(pull(yield* release(mallory, "1.0.0"), [publicLine(alice)]))
       assert.strictEqual(notListed._tag === "VerificationError" && notListed.reason, "NotOwner")
+      const known = yield* KnownKeys.KnownKeys
+      const direct = yield* Effect.flip(known.check("alice", mallory.publicKey, [publicLine(alice)]))
+      assert.strictEqual(direct._tag === "VerificationError" && direct.reason, "NotOwner")
+      assert.isTrue(Option.isNone(yield* known.get("alice")), "a refused first use pins nothing")
       const signed = yield* release(alice, "1.0.0")
       const bare = { ...signed.tag, signature: undefined }
       const unsigned = yield* Effect.flip(KnownKeys.verifyRelease({ tagHash: hashOf("tag", encodeTag(bare)), tag: bare, serverKeys: [publicLine(alice)] }))
