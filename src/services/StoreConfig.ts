@@ -88,7 +88,7 @@ export const StoreSpecFromString = Schema.transformOrFail(Schema.String, Schema.
       onRight: (spec) => ParseResult.succeed(spec)
     }),
   encode: (spec) => ParseResult.succeed(format(spec))
-})
+}).annotations({ identifier: "StoreSpec", description: "fs:PATH | sqlite:PATH | postgres:URL | memory" })
 
 export const decodeStoreSpec = Schema.decodeUnknown(StoreSpecFromString)
 
