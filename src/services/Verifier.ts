@@ -9,7 +9,7 @@
  * `sealRelease`, after the proposal policy accepted, so a rejected release never claims anything.
  */
 import { Context, Effect, Either, Layer, Option, Schema } from "effect"
-import { encodeTag, encodeTagPayload, hashOf, type Tag } from "../domain/GitObject.js"
+import { decodeTag, encodeTag, encodeTagPayload, hashOf, type Tag } from "../domain/GitObject.js"
 import { ObjectHash } from "../domain/ObjectHash.js"
 import { ownerOf, PackageName, parseRelease, releaseRefName, Version } from "../domain/Package.js"
 import { decodeReleaseMessage, type ReleaseMetadata } from "../domain/ReleaseMessage.js"
@@ -112,15 +112,46 @@ export const verifySignature = (tagHash: ObjectHash, tag: Tag) =>
 const unavailable = (e: OwnersError | StoreError) =>
   new VerificationError({ reason: "Unavailable", detail: `cannot read the registry's state (${e._tag}: ${"detail" in e ? e.detail : ""})` })
 
+/** Releases read at most when repairing an unclaimed namespace that already has sealed releases. */
+const MAX_REPAIR_SCAN = 1000
+
 export const make = Effect.gen(function* () {
   const store = yield* ObjectStore
   const owners = yield* Owners
+
+  /**
+   * A namespace without an owner record but with sealed releases (sealed by a flow that did not claim, or
+   * imported from elsewhere) is claimed for the signer of its earliest sealed release — an accepted release,
+   * so the rule "only accepted releases claim" holds. Returns whether a claim was made.
+   */
+  const claimFromSealed = (owner: string) =>
+    Effect.gen(function* () {
+      const sealed = (yield* store.listRefs(`refs/tags/${owner}/`)).slice(0, MAX_REPAIR_SCAN)
+      let earliest: { readonly hash: ObjectHash; readonly time: number } | undefined
+      for (const ref of sealed) {
+        const stored = yield* store.get(ref.hash).pipe(Effect.option)
+        if (Option.isNone(stored) || stored.value.type !== "tag") continue
+        const tag = Either.getOrUndefined(decodeTag(stored.value.body))
+        if (tag === undefined || tag.signature === undefined) continue
+        const time = Number(/ (\d+) [+-]\d{4}$/.exec(tag.tagger ?? "")?.[1] ?? Number.MAX_SAFE_INTEGER)
+        if (earliest === undefined || time < earliest.time || (time === earliest.time && ref.hash < earliest.hash)) {
+          earliest = { hash: ref.hash, time }
+        }
+      }
+      if (earliest === undefined) return false
+      yield* Effect.logWarning("claiming an unowned namespace for the signer of its earliest sealed release", { owner, release: earliest.hash })
+      return yield* owners.claimByRelease(owner, earliest.hash).pipe(Effect.as(true), Effect.orElseSucceed(() => false))
+    }).pipe(Effect.mapError(unavailable))
+
   return Verifier.of({
     verifyTag: (tagHash, tag) =>
       Effect.gen(function* () {
         const { shape, publicKey } = yield* verifySignature(tagHash, tag)
         const owner = ownerOf(shape.name)
-        const auth = yield* owners.authorize(owner, publicKey).pipe(Effect.mapError(unavailable))
+        let auth = yield* owners.authorize(owner, publicKey).pipe(Effect.mapError(unavailable))
+        if (auth._tag === "Fresh" && (yield* claimFromSealed(owner))) {
+          auth = yield* owners.authorize(owner, publicKey).pipe(Effect.mapError(unavailable))
+        }
         if (auth._tag === "Denied") {
           return yield* fail("NotOwner", `${fingerprint(publicKey)} may not publish in namespace ${owner}; ` +
             `its owners must add the key (upm owner add-key) or add you as a member`)
@@ -153,9 +184,22 @@ export const layer: Layer.Layer<Verifier, never, ObjectStore | Owners> = Layer.e
 export const sealRelease = (release: VerifiedRelease) =>
   Effect.gen(function* () {
     const store = yield* ObjectStore
-    const owners = yield* Owners
     const missing = yield* missingReachable(release.tagHash)
     if (missing.length > 0) return yield* Effect.fail(new IncompleteGraph({ root: release.tagHash, missing: missing.length }))
+    yield* authorizeSeal(release)
+    yield* store.setRef(RefName.make(releaseRefName(release.name, release.version)), Option.none(), release.tagHash).pipe(
+      Effect.catchTag("RefConflict", (c) =>
+        fail("VersionExists", `${release.name} ${release.version} is already published as ${c.actual ?? "another tag"}; versions are immutable`)))
+  })
+
+/**
+ * The ownership half of sealing, for a flow that writes the release ref itself (e.g. Registry.seal): call it
+ * once the graph is complete and the policy accepted, right before the ref is written. Claims a fresh
+ * namespace for the signer, or re-checks that the signer is still allowed.
+ */
+export const authorizeSeal = (release: VerifiedRelease) =>
+  Effect.gen(function* () {
+    const owners = yield* Owners
     const owner = ownerOf(release.name)
     if (release.claim === true) {
       yield* owners.claimByRelease(owner, release.tagHash).pipe(Effect.mapError((e) =>
@@ -168,9 +212,6 @@ export const sealRelease = (release: VerifiedRelease) =>
         return yield* fail("NotOwner", `${release.signer} is no longer allowed to publish in namespace ${owner}`)
       }
     }
-    yield* store.setRef(RefName.make(releaseRefName(release.name, release.version)), Option.none(), release.tagHash).pipe(
-      Effect.catchTag("RefConflict", (c) =>
-        fail("VersionExists", `${release.name} ${release.version} is already published as ${c.actual ?? "another tag"}; versions are immutable`)))
   })
 
 /** Re-exported so callers of the client-side check need one import. */

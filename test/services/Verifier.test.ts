@@ -194,4 +194,31 @@ describe("Verifier (real layer)", () => {
       assert.strictEqual(e._tag, "IncompleteGraph")
       assert.isTrue(Option.isNone(yield* Effect.flatMap(Owners.Owners, (o) => o.get("alice"))))
     }).pipe(Effect.provide(TestEnv())))
+
+  it.effect("a namespace sealed without a claim is claimed for its earliest sealed release's signer, not the next comer", () =>
+    Effect.gen(function* () {
+      const store = yield* ObjectStore.ObjectStore
+      // A flow that sealed with plain sealRef and never claimed.
+      const early = yield* Signer.signRelease(alice, {
+        tree: yield* store.put("tree", EMPTY_TREE), metadata: { name: PackageName.make("alice/old"), version: Version.make("1.0.0") },
+        tagger, time: { seconds: 1_000 }
+      })
+      const later = yield* Signer.signRelease(bob, {
+        tree: yield* store.put("tree", EMPTY_TREE), metadata: { name: PackageName.make("alice/old"), version: Version.make("1.1.0") },
+        tagger, time: { seconds: 2_000 }
+      })
+      for (const s of [early, later]) {
+        yield* store.put("tag", s.body)
+        yield* ObjectStore.sealRef(ObjectStore.RefName.make(releaseRefName(PackageName.make("alice/old"), Version.make(s === early ? "1.0.0" : "1.1.0"))), s.hash)
+      }
+      const attempt = yield* release(mallory, "alice/new", "1.0.0")
+      const e = yield* Effect.flip(Effect.flatMap(Verifier.Verifier, (v) => v.verifyTag(attempt.hash, attempt.tag)))
+      assert.strictEqual(e.reason, "NotOwner")
+      const state = yield* Effect.flatMap(Owners.Owners, (o) => o.get("alice"))
+      assert.deepStrictEqual(Option.map(state, (s) => s.keys), Option.some([publicLine(alice)]))
+      // authorizeSeal is the ownership half for flows that write the ref themselves.
+      const byAlice = yield* release(alice, "alice/new", "1.0.0")
+      const verified = yield* Effect.flatMap(Verifier.Verifier, (v) => v.verifyTag(byAlice.hash, byAlice.tag))
+      yield* Verifier.authorizeSeal(verified)
+    }).pipe(Effect.provide(TestEnv())))
 })
