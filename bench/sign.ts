@@ -131,8 +131,10 @@ const main = Effect.gen(function* () {
   copyFileSync(join(FIXTURES, "alice_ed25519"), plain)
   chmodSync(plain, 0o600)
   const locked = join(dir, "locked")
-  copyFileSync(join(FIXTURES, "alice_ed25519_enc"), locked)
+  copyFileSync(join(FIXTURES, "alice_ed25519"), locked)
   chmodSync(locked, 0o600)
+  // ssh-keygen's default of 16 bcrypt rounds (the test fixture uses fewer to keep tests fast).
+  execFileSync("ssh-keygen", ["-q", "-p", "-a", "16", "-N", "correct horse", "-f", locked])
   const env = Layer.mergeAll(
     Keys.layer.pipe(Layer.provide(NodeContext.layer)),
     Layer.setConfigProvider(ConfigProvider.fromMap(new Map([["UPM_KEY_PASSPHRASE", "correct horse"]])))
