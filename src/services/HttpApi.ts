@@ -24,7 +24,7 @@ import * as Exporter from "./Exporter.js"
 import * as Metrics from "./Metrics.js"
 import { type CorruptObject, getDecoded, type ObjectNotFound, ObjectStore, type StoreError } from "./ObjectStore.js"
 import { type Release, Registry } from "./Registry.js"
-import { Verifier } from "./Verifier.js"
+import { verifySignature } from "./Verifier.js"
 
 // ---------------------------------------------------------------------------------------------
 // Errors (the JSON body of every error response: `{ "_tag": …, "message": … }`)
@@ -73,7 +73,10 @@ export const ReleaseInfo = Schema.Struct({
   date: Schema.NullOr(Schema.String),
   /** The signing key's fingerprint (`SHA256:…`), when the tag carries a readable signature. */
   signer: Schema.NullOr(Schema.String),
-  /** Whether the server's Verifier accepts the signature and the signer's right to the namespace now. */
+  /**
+   * Whether the SSH signature verifies over the tag and the signed metadata names this release
+   * (Verifier.verifySignature). The signer's right to the namespace was checked when the release was sealed.
+   */
   verified: Schema.Boolean,
   /** Why it is not verified, when it is not. */
   verification: Schema.NullOr(Schema.String),
@@ -311,7 +314,6 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
   Effect.gen(function* () {
     const store = yield* ObjectStore
     const registry = yield* Registry
-    const verifier = yield* Verifier
     const withStore = Effect.provideService(ObjectStore, store)
 
     const readTag = (hash: ObjectHash) =>
@@ -326,10 +328,11 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
     const computeInfo = (release: Release) =>
       Effect.gen(function* () {
         const tag = yield* readTag(release.hash)
-        const verified = yield* Effect.either(verifier.verifyTag(release.hash, tag))
-        const signer = Either.isRight(verified) && verified.right.signer !== "unsigned"
-          ? verified.right.signer
-          : tag.signature === undefined
+        // The signature and the metadata's agreement with the tag name, checked here. Ownership of the namespace
+        // was checked when the release was sealed; it is not re-checked (that reads and may repair owner records,
+        // which a read-only, anonymous request must not do).
+        const verified = yield* Effect.either(verifySignature(release.hash, tag))
+        const signer = tag.signature === undefined
           ? null
           : Either.match(decodeSshsig(tag.signature), { onLeft: () => null, onRight: (sig) => fingerprint(sig.publicKey) })
         let metadata: { description?: string | undefined; license?: string | undefined; dependencies?: Record<string, string> | undefined } = {}
@@ -539,7 +542,7 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
 
 export const layerCatalog = (
   options: CatalogOptions = defaultCatalogOptions
-): Layer.Layer<Catalog, never, ObjectStore | Registry | Verifier> => Layer.effect(Catalog, makeCatalog(options))
+): Layer.Layer<Catalog, never, ObjectStore | Registry> => Layer.effect(Catalog, makeCatalog(options))
 
 // ---------------------------------------------------------------------------------------------
 // Content types

@@ -1,7 +1,7 @@
 /**
  * The HTTP server: the read API (src/services/HttpApi.ts), the web page (src/web/), and the operations endpoints
  * (/healthz, /readyz, /metrics, /openapi.json), on its own port (default 4823) beside the TCP listener, sharing
- * its ObjectStore, Registry and Verifier. Read-only and anonymous: every method but GET is refused.
+ * its ObjectStore and Registry. Read-only and anonymous: every method but GET is refused.
  *
  * Every request gets a request id (the client's `x-request-id` when it is a short token, else a fresh one),
  * returned in `x-request-id` and attached to every log line of the request (`Effect.annotateLogs`); one log
@@ -29,7 +29,6 @@ import * as Metrics from "./Metrics.js"
 import { ObjectStore } from "./ObjectStore.js"
 import type { Registry } from "./Registry.js"
 import { CurrentServerConfig, DurationSetting, Host, Port, ServerConfigError } from "./ServerConfig.js"
-import type { Verifier } from "./Verifier.js"
 
 // ---------------------------------------------------------------------------------------------
 // Configuration: the `http` section of the server config
@@ -254,7 +253,7 @@ const nodeServer = (config: HttpConfig, host: string) =>
 export const layer = (
   config: HttpConfig,
   options: { readonly defaultHost?: string } = {}
-): Layer.Layer<HttpListener, ServeError, ObjectStore | Registry | Verifier> => {
+): Layer.Layer<HttpListener, ServeError, ObjectStore | Registry> => {
   const host = config.host ?? options.defaultHost ?? "127.0.0.1"
   const catalogOptions: CatalogOptions = {
     ...defaultCatalogOptions,
@@ -285,7 +284,7 @@ export const layer = (
 export const layerIfEnabled = (
   config: HttpConfig,
   options: { readonly defaultHost?: string } = {}
-): Layer.Layer<never, ServeError, ObjectStore | Registry | Verifier> =>
+): Layer.Layer<never, ServeError, ObjectStore | Registry> =>
   config.enabled ? Layer.discard(layer(config, options)) : Layer.empty
 
 /**
@@ -295,7 +294,7 @@ export const layerIfEnabled = (
 export const layerFromServerConfig: Layer.Layer<
   never,
   ServeError | ServerConfigError,
-  CurrentServerConfig | ObjectStore | Registry | Verifier
+  CurrentServerConfig | ObjectStore | Registry
 > = Layer.unwrapEffect(Effect.gen(function* () {
   const server = yield* CurrentServerConfig
   const config = yield* decodeHttpConfig(server.http, "http config")

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
+import { Context, Effect, Layer, Ref } from "effect"
 import { request } from "node:http"
 import { gunzipSync } from "node:zlib"
 import tar from "tar-stream"
@@ -102,13 +102,18 @@ const greetingsFiles = {
   "big.txt": "x".repeat(5000)
 }
 
+class SignerOf extends Context.Tag("test/SignerOf")<SignerOf, Ref.Ref<string | undefined>>() {}
+
 const fixture = Layer.effectDiscard(Effect.gen(function* () {
+  const signerOf = yield* SignerOf
   yield* publish("alice/greetings", "1.0.0", { "README.md": "# Old\n" }, { description: "Says hello", time: 1_600_000_000 })
-  yield* publish("alice/greetings", "1.1.0", greetingsFiles, {
+  const signed = yield* publish("alice/greetings", "1.1.0", greetingsFiles, {
     description: "Says hello",
     dependencies: { "bob/colors": "^2.0.0" },
-    time: 1_700_000_000
+    time: 1_700_000_000,
+    sign: true
   })
+  yield* Ref.set(signerOf, signed.signer)
   yield* publish("alice/greetings", "2.0.0-beta.1", { "README.md": "# Beta\n" }, { description: "Says hello (beta)", time: 1_700_000_100 })
   yield* publish("bob/colors", "2.1.0", { "index.js": "1" }, {
     description: "<img src=x onerror=alert('desc')> colors",
@@ -117,7 +122,11 @@ const fixture = Layer.effectDiscard(Effect.gen(function* () {
   for (let i = 1; i <= 24; i++) yield* publish(`carol/pkg-${String(i).padStart(2, "0")}`, "0.1.0", { "a.txt": `${i}` })
 }))
 
-const TestLayer = layerHttp({ maxFileBytes: 1024 }).pipe(Layer.provideMerge(fixture), Layer.provideMerge(layerStore))
+const TestLayer = layerHttp({ maxFileBytes: 1024 }).pipe(
+  Layer.provideMerge(fixture),
+  Layer.provideMerge(layerStore),
+  Layer.provideMerge(Layer.effect(SignerOf, Ref.make<string | undefined>(undefined)))
+)
 
 const v = "/api/v1/packages/alice/greetings/1.1.0"
 
@@ -173,9 +182,16 @@ describe("HTTP API", () => {
         assert.strictEqual(release.description, "Says hello")
         assert.deepStrictEqual(release.dependencies, { "bob/colors": "^2.0.0" })
         assert.strictEqual(release.metadataSource, "tag")
-        // layerUnsigned accepts the shape: verified, no signature to take a fingerprint from.
+        // Signed with an ed25519 key: verified, with the key's fingerprint.
         assert.strictEqual(release.verified, true)
-        assert.strictEqual(release.signer, null)
+        assert.strictEqual(release.signer, yield* Effect.flatMap(SignerOf, Ref.get))
+        assert.match(release.signer, /^SHA256:[A-Za-z0-9+/]{43}$/)
+        assert.isNull(release.verification)
+        // Unsigned: not verified, and why.
+        const unsigned = body.versions[2]
+        assert.strictEqual(unsigned.verified, false)
+        assert.strictEqual(unsigned.signer, null)
+        assert.match(unsigned.verification, /^Unsigned: /)
         assert.isNotNull(res.headers.get("etag"))
         // The ETag changes when the version list does, and a matching one gives 304.
         const again = yield* fetchPath("/api/v1/packages/alice/greetings", { headers: { "if-none-match": res.headers.get("etag") ?? "" } })

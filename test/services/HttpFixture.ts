@@ -1,12 +1,15 @@
 /**
- * Fixtures for the HTTP tests: publishes releases straight into a store (objects, then the sealed ref through
- * Registry.seal), and starts the HTTP server on 127.0.0.1:0 over a memory store.
+ * Fixtures for the HTTP tests: publishes releases straight into a store (objects, optionally an SSHSIG-signed
+ * tag, then the sealed ref through Registry.seal), and starts the HTTP server on 127.0.0.1:0.
  */
-import { Effect, Layer } from "effect"
-import { encodeTag, encodeTree, type TreeEntry, type TreeMode } from "../../src/domain/GitObject.js"
+import { Effect, Either, Layer } from "effect"
+import { generateKeyPairSync } from "node:crypto"
+import { encodeTag, encodeTagPayload, encodeTree, type TreeEntry, type TreeMode } from "../../src/domain/GitObject.js"
 import type { ObjectHash } from "../../src/domain/ObjectHash.js"
 import { PackageName, releaseTagName, Version } from "../../src/domain/Package.js"
 import { encodeReleaseMessage } from "../../src/domain/ReleaseMessage.js"
+import { blobFromKeyObject, fingerprint, parsePublicKeyBlob } from "../../src/domain/SshKey.js"
+import { GIT_NAMESPACE, signWithKey } from "../../src/domain/Sshsig.js"
 import * as HttpServer from "../../src/services/HttpServer.js"
 import * as ObjectStore from "../../src/services/ObjectStore.js"
 import * as Registry from "../../src/services/Registry.js"
@@ -57,6 +60,15 @@ export interface PublishOptions {
   readonly manifestOnly?: boolean
   /** Unix seconds of the tagger line. */
   readonly time?: number
+  /** Sign the tag with a fresh ed25519 key (SSHSIG, namespace "git"), as `upm publish` does. */
+  readonly sign?: boolean
+}
+
+/** A fresh ed25519 key pair in the shapes Sshsig wants. */
+export const makeKey = () => {
+  const { privateKey, publicKey: keyObject } = generateKeyPairSync("ed25519")
+  const publicKey = Either.getOrThrow(Either.flatMap(blobFromKeyObject(keyObject), parsePublicKeyBlob))
+  return { privateKey, publicKey, fingerprint: fingerprint(publicKey) }
 }
 
 /** Publishes a release: files (plus upm.json unless given), a tag, the sealed ref. Returns the tag hash. */
@@ -81,20 +93,24 @@ export const publish = (name: string, version: string, files: Files, options: Pu
         ...(options.description === undefined ? {} : { description: options.description }),
         ...(options.dependencies === undefined ? {} : { dependencies: options.dependencies as never })
       })
-    const tagHash = yield* store.put("tag", encodeTag({
+    const unsigned = {
       object: tree,
-      type: "tree",
+      type: "tree" as const,
       tag: releaseTagName(pkg, ver),
       tagger: `Alice Example <alice@example.com> ${options.time ?? 1_700_000_000} +0000`,
-      message,
-      signature: undefined
-    }))
-    yield* registry.seal(new Verifier.VerifiedRelease({ tagHash, tree, name: pkg, version: ver, signer: "unsigned" }))
-    return tagHash
+      message
+    }
+    const key = options.sign === true ? makeKey() : undefined
+    const signature = key === undefined
+      ? undefined
+      : signWithKey(key.privateKey, key.publicKey, GIT_NAMESPACE, encodeTagPayload(unsigned))
+    const tagHash = yield* store.put("tag", encodeTag({ ...unsigned, signature }))
+    yield* registry.seal(new Verifier.VerifiedRelease({ tagHash, tree, name: pkg, version: ver, signer: key?.fingerprint ?? "unsigned" }))
+    return { tagHash, signer: key?.fingerprint }
   })
 
-/** Store, registry and an unsigned verifier, in memory. */
-export const layerStore = Registry.layer.pipe(Layer.provideMerge(ObjectStore.layerMemory), Layer.merge(Verifier.layerUnsigned))
+/** Store and registry, in memory. */
+export const layerStore = Registry.layer.pipe(Layer.provideMerge(ObjectStore.layerMemory))
 
 /** The HTTP server on 127.0.0.1:0 with `config` (decoded like the config file's `http` section). */
 export const layerHttp = (config: HttpServer.HttpConfigInput = {}) =>

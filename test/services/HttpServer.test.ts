@@ -4,7 +4,6 @@ import { connect } from "node:net"
 import { request } from "node:http"
 import { makeMemory, ObjectStore, StoreError } from "../../src/services/ObjectStore.js"
 import * as Registry from "../../src/services/Registry.js"
-import * as Verifier from "../../src/services/Verifier.js"
 import * as HttpServer from "../../src/services/HttpServer.js"
 import { HttpListener, routeOf } from "../../src/services/HttpServer.js"
 import { pageCsp } from "../../src/web/page.js"
@@ -189,8 +188,7 @@ describe("HTTP server: store failures and logs", () => {
       Layer.provideMerge(Layer.effect(ObjectStore, Effect.map(makeMemory, (store) => {
         const down = (op: "has" | "listRefs") => Effect.fail(new StoreError({ op, detail: "disk on fire", cause: null }))
         return ObjectStore.of({ ...store, has: () => down("has"), listRefs: () => down("listRefs") })
-      }))),
-      Layer.provideMerge(Verifier.layerUnsigned)
+      })))
     ))))
 
   it.scoped("logs one line per request, annotated with its request id", () => {
