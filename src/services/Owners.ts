@@ -394,6 +394,7 @@ export const make = Effect.gen(function* () {
   const apply = (owner: string, recordBody: Uint8Array) =>
     Effect.gen(function* () {
       if (!Schema.is(Segment)(owner)) return yield* Effect.fail(err(owner, "Invalid", "not a valid owner name"))
+      if (recordBody.length > MAX_RECORD_MESSAGE + 16 * 1024) return yield* Effect.fail(err(owner, "Malformed", "the record is too large"))
       const tag = yield* Either.mapLeft(decodeTag(recordBody), (e) => err(owner, "Malformed", e.detail))
       const body = yield* decodeRecordMessage(owner, tag.message)
       if (body.owner !== owner || tag.tag !== recordTagName(owner, body.seq)) {
