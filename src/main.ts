@@ -1,9 +1,37 @@
-/** The only runMain: parses the command line and runs the chosen command with the Node platform. */
+/**
+ * The only runMain: parses the command line and runs the chosen command with the Node platform.
+ * Logs are logfmt lines on stderr (stdout stays for command output); `upm --log-level debug serve` filters them.
+ * A failure is reported once, on stderr, as `upm: <message>`.
+ */
+import { ValidationError } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Effect } from "effect"
-import { run } from "./cli/index.js"
+import { Cause, Console, Effect, Logger, Option } from "effect"
+import { exitCodeOf, main } from "./cli/index.js"
+import { Reported } from "./cli/errors.js"
 
-run(process.argv).pipe(
+const logfmtToStderr = Logger.replace(Logger.defaultLogger, Logger.withConsoleError(Logger.logfmtLogger))
+
+const report = (cause: Cause.Cause<unknown>) => {
+  if (Cause.isInterruptedOnly(cause)) return Effect.void
+  const failure = Cause.failureOption(cause)
+  if (Option.isSome(failure)) {
+    const e = failure.value
+    if (ValidationError.isValidationError(e)) return Effect.void // @effect/cli printed it already
+    if (e instanceof Reported) return Effect.void // src/cli/errors.ts printed it already
+    return Console.error(`upm: ${e instanceof Error ? e.message : String(e)}`)
+  }
+  return Console.error(`upm: internal error\n${Cause.pretty(cause)}`)
+}
+
+// Failures are reported once by the CLI itself (src/cli/errors.ts), which also picks the exit code.
+main(process.argv).pipe(
+  Effect.tapErrorCause(report),
   Effect.provide(NodeContext.layer),
-  NodeRuntime.runMain({ disablePrettyLogger: true })
+  Effect.provide(logfmtToStderr),
+  NodeRuntime.runMain({
+    disablePrettyLogger: true,
+    disableErrorReporting: true,
+    // The exit code documented in docs/cli.md (src/cli/errors.ts).
+    teardown: (exit, onExit) => onExit(exitCodeOf(exit))
+  })
 )

@@ -1,0 +1,60 @@
+/**
+ * Remote: the client's connection to its server, opened lazily and at most once per command. A command that
+ * finds everything it needs in the local store never connects (`upm install` with a current lockfile does no
+ * network work at all).
+ */
+import { Context, Effect, Layer, type Option, Schema, Scope } from "effect"
+import { ClientConfig, type InvalidServerAddress, type ServerAddress, type Source } from "./ClientConfig.js"
+import { SyncClient, type SyncClientError, type SyncSession } from "./SyncClient.js"
+
+export class ServerUnreachable extends Schema.TaggedError<ServerUnreachable>()("ServerUnreachable", {
+  address: Schema.String,
+  source: Schema.String,
+  detail: Schema.String
+}) {}
+
+export class Remote extends Context.Tag("upm/Remote")<Remote, {
+  /** Where the server is, and where that setting came from. */
+  readonly address: Effect.Effect<{ readonly address: ServerAddress; readonly source: Source }, InvalidServerAddress>
+  /** The sync session, connected on first use and shared by the rest of the command. */
+  readonly session: Effect.Effect<SyncSession, ServerUnreachable | SyncClientError | InvalidServerAddress>
+  /** Whether `session` has been opened (for tests and for "did we touch the network?"). */
+  readonly connected: Effect.Effect<boolean>
+}>() {}
+
+/** The remote for one command, given its `--server` flag; the connection closes with the layer's scope. */
+export const layer = (flag: Option.Option<string>): Layer.Layer<Remote, never, ClientConfig | SyncClient> =>
+  Layer.scoped(Remote, make(flag))
+
+export const make = (flag: Option.Option<string>): Effect.Effect<Remote["Type"], never, ClientConfig | SyncClient | Scope.Scope> =>
+  Effect.gen(function* () {
+    const config = yield* ClientConfig
+    const client = yield* SyncClient
+    const scope = yield* Effect.scope
+    let opened = false
+    const address = config.server(flag)
+    const open = Effect.gen(function* () {
+      const { address: at, source } = yield* address
+      const session = yield* client.connect({ host: at.host, port: at.port }).pipe(
+        Effect.mapError((e) =>
+          e.reason === "Connect" || (e.reason === "Closed" && !opened)
+            ? new ServerUnreachable({ address: at.toString(), source: sourceText[source], detail: e.detail })
+            : e),
+        Scope.extend(scope)
+      )
+      opened = true
+      return session
+    })
+    const session = yield* Effect.cached(open)
+    return Remote.of({ address, session, connected: Effect.sync(() => opened) })
+  })
+
+const sourceText: Record<Source, string> = {
+  flag: "--server",
+  env: "UPM_SERVER",
+  config: "the config file",
+  default: "the default address"
+}
+
+/** Whether an error means "the server is not there" (as opposed to a server that answered badly). */
+export const isUnreachable = (e: { readonly _tag: string }): e is ServerUnreachable => e._tag === "ServerUnreachable"
