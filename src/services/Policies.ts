@@ -7,7 +7,8 @@
  * - `propose` (take): a verified, pushed, unsealed release → accepted / queued / rejected. Default: the
  *   ProposalPolicy underneath (accept what the Verifier let through). A handler answers
  *   `payload.data = {"decision":"accepted"|"queued"|"rejected","message"?,"reason"?}` (or says it in
- *   `header.status`); `queued` releases go to the ProposalQueue. A handler that fails rejects, with the reason.
+ *   `header.status`); the push flow acts on the decision (seals, or records a queued release under
+ *   `refs/upm/queue/…` for the ProposalQueue). A handler that fails rejects, with the reason.
  * - `sync` (from a peer): a peer announces a release. Default: log and accept (the peers issue replaces the default
  *   with fetching). A handler answers `payload.data = {"decision":"accept"|"refuse","reason"?}`.
  *
@@ -21,7 +22,6 @@ import { parseIdentifier, PackageName, releaseTagName, Version } from "../domain
 import { ConversationHub } from "./Conversations.js"
 import { Handlers } from "./Handlers.js"
 import { type Decision, ProposalPolicy } from "./ProposalPolicy.js"
-import { ProposalQueue } from "./Queue.js"
 import { Registry, Release } from "./Registry.js"
 import type { StoreError } from "./ObjectStore.js"
 
@@ -103,26 +103,17 @@ export const decisionOf = (status: string, data: unknown): Decision => {
  * ProposalPolicy that asks the `propose` handler when one is configured (with a conversation handle, when the
  * publisher attached a message session), and the ProposalPolicy underneath otherwise.
  */
-export const layerProposalHandler: Layer.Layer<ProposalPolicy, never, ProposalPolicy | Handlers | ConversationHub | ProposalQueue> =
+export const layerProposalHandler: Layer.Layer<ProposalPolicy, never, ProposalPolicy | Handlers | ConversationHub> =
   Layer.effect(
     ProposalPolicy,
     Effect.gen(function* () {
       const fallback = yield* ProposalPolicy
       const handlers = yield* Handlers
       const hub = yield* ConversationHub
-      const queue = yield* ProposalQueue
-      const record = (release: Parameters<ProposalPolicy["Type"]["propose"]>[0], decision: Decision) =>
-        decision._tag !== "Queued"
-          ? Effect.succeed(decision)
-          : queue.enqueue(release).pipe(
-            Effect.as(decision),
-            Effect.catchAll((e): Effect.Effect<Decision> =>
-              Effect.succeed({ _tag: "Rejected", reason: `could not queue: ${e.message}` }))
-          )
       return ProposalPolicy.of({
         propose: (release, conversation) =>
           Option.isNone(handlers.spec("propose"))
-            ? Effect.flatMap(fallback.propose(release, conversation), (d) => record(release, d))
+            ? fallback.propose(release, conversation)
             : Effect.scoped(Effect.gen(function* () {
               const handle = conversation === undefined ? undefined : yield* hub.handle(conversation)
               const reply = yield* handlers.call({
@@ -141,7 +132,6 @@ export const layerProposalHandler: Layer.Layer<ProposalPolicy, never, ProposalPo
               return decisionOf(reply.header.status, reply.payload.data)
             })).pipe(
               Effect.catchAll((e): Effect.Effect<Decision> => Effect.succeed({ _tag: "Rejected", reason: e.message })),
-              Effect.flatMap((d) => record(release, d)),
               Effect.tap((d) => Effect.logInfo(`propose ${releaseTagName(release.name, release.version)}: ${d._tag}`))
             )
       })

@@ -9,10 +9,10 @@ import { Context, Effect, Either, Layer, Option, Schema } from "effect"
 import { ObjectHash } from "../domain/ObjectHash.js"
 import { PackageName, parseRelease, releaseTagName, Version } from "../domain/Package.js"
 import {
-  type CorruptObject, getDecoded, type IncompleteGraph, type ObjectNotFound, ObjectStore, type RefConflict, RefName,
-  type StoreError
+  type CorruptObject, getDecoded, type IncompleteGraph, type ObjectNotFound, ObjectStore, type RefConflict, type StoreError
 } from "./ObjectStore.js"
 import { Registry } from "./Registry.js"
+import { queueRefName as syncQueueRefName } from "./SyncServer.js"
 import { type VerificationError, type VerifiedRelease, Verifier } from "./Verifier.js"
 
 export class QueueError extends Schema.TaggedError<QueueError>()("QueueError", {
@@ -32,7 +32,8 @@ export class QueuedRelease extends Schema.Class<QueuedRelease>("QueuedRelease")(
 
 export const QUEUE_PREFIX = "refs/upm/queue/"
 
-export const queueRefName = (name: PackageName, version: Version) => RefName.make(`${QUEUE_PREFIX}${releaseTagName(name, version)}`)
+/** The queue ref of a release; the push flow (SyncServer) writes it when the policy answers `queued`. */
+export const queueRefName = (name: PackageName, version: Version) => syncQueueRefName({ name, version })
 
 export class ProposalQueue extends Context.Tag("upm/ProposalQueue")<ProposalQueue, {
   /** Records a release as waiting for a maintainer. Queuing the same tag again is a no-op. */

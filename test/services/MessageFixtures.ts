@@ -15,6 +15,8 @@ import { layerServer, MessagesConfig, type MessagesConfigInput } from "../../src
 import { layerMemory, ObjectStore } from "../../src/services/ObjectStore.js"
 import { layerAcceptAll } from "../../src/services/ProposalPolicy.js"
 import * as Registry from "../../src/services/Registry.js"
+import * as SyncLimits from "../../src/services/SyncLimits.js"
+import * as SyncServer from "../../src/services/SyncServer.js"
 import { checkTagShape, layerUnsigned, VerifiedRelease } from "../../src/services/Verifier.js"
 
 /** A sync protocol that answers nothing: these tests are about messages. */
@@ -51,6 +53,8 @@ export const nodeHandler = (code: string, spec: Partial<HandlerSpecInput> = {}):
 export interface TestServerConfig {
   readonly handlers?: Record<string, HandlerSpecInput>
   readonly messages?: MessagesConfigInput
+  /** Serve the real sync protocol (pushes go through the propose policy), not a silent one. */
+  readonly sync?: boolean
 }
 
 /** The real message server on a loopback port, over a memory store. */
@@ -61,8 +65,11 @@ export const TestServer = (config: TestServerConfig = {}) => {
     messages: Schema.decodeSync(MessagesConfig)(config.messages ?? {}),
     accounts: { scryptN: 1024 }
   }).pipe(Layer.provideMerge(deps))
+  const sync = config.sync === true
+    ? SyncServer.layer.pipe(Layer.provide(SyncLimits.layerDefault), Layer.provide(messaging))
+    : noSync
   return Listener.layer({ ...Listener.defaultOptions, port: 0 }).pipe(
-    Layer.provide(noSync),
+    Layer.provide(sync),
     Layer.provideMerge(messaging),
     Layer.orDie,
     Layer.provideMerge(NodeContext.layer)

@@ -172,6 +172,8 @@ describe("MessageServer", () => {
         const release = yield* seedRelease("erin/lib", "1.0.0")
         const decision = yield* Effect.flatMap(ProposalPolicy, (p) => p.propose(release, undefined))
         assert.deepStrictEqual(decision, { _tag: "Queued", message: "I will put it in the list" })
+        // what the push flow does with a queued decision
+        yield* Effect.flatMap(ProposalQueue, (q) => q.enqueue(release))
         const registry = yield* Registry
         assert.isTrue(Option.isNone(yield* registry.match(PackageName.make("erin/lib"), undefined)))
         const bob = yield* client()
