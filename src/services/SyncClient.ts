@@ -14,14 +14,14 @@
 import { NodeSocket } from "@effect/platform-node"
 import { Socket } from "@effect/platform"
 import { Context, Duration, Effect, Either, Exit, Layer, Mailbox, Option, Schema, type Scope, Stream } from "effect"
-import { decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
+import { children, decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
 import { type ObjectHash, parseHash, sha1 } from "../domain/ObjectHash.js"
 import type { PackageName, Range } from "../domain/Package.js"
-import { Version } from "../domain/Package.js"
+import { parseRelease, Version } from "../domain/Package.js"
 import * as Codec from "../protocol/SyncCodec.js"
 import { ConnectionError, type Protocol } from "./Connection.js"
-import { getFramed, missingReachable, ObjectStore } from "./ObjectStore.js"
-import { makeFrontier, type Needed } from "./SyncGraph.js"
+import { getDecoded, getFramed, missingReachable, ObjectStore } from "./ObjectStore.js"
+import { closure, makeFrontier, type Needed, walkParentFirst } from "./SyncGraph.js"
 
 // ---------------------------------------------------------------------------------------------
 // Errors and values
@@ -59,7 +59,15 @@ export interface Progress {
 
 export interface TransferOptions {
   readonly onProgress?: (progress: Progress) => Effect.Effect<void>
+  /**
+   * Pull, protocol v1: roots whose whole graphs are stored locally (e.g. the tags of installed releases of the
+   * same package); the server leaves out everything they reach. At most 16 are sent.
+   */
+  readonly haves?: ReadonlyArray<ObjectHash>
 }
+
+/** Hashes per v1 `fetch` query (the rest go in further fetches, sent at once). */
+const FETCH_BATCH = 500
 
 export interface PullResult {
   readonly root: ObjectHash
@@ -119,7 +127,7 @@ export interface SyncClientOptions {
 }
 
 export const defaultOptions: SyncClientOptions = {
-  versions: [0],
+  versions: [0, 1],
   maxWantBatches: 16,
   maxObjectSize: 128 * 1024 * 1024,
   maxTextSize: 1024 * 1024,
@@ -231,20 +239,39 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         return frame.text
       }))
 
-    const pullGraph = (root: ObjectHash, opts: TransferOptions = {}) =>
-      serial(Effect.gen(function* () {
-        const frontier = yield* makeFrontier.pipe(Effect.provideService(ObjectStore, store))
-        const onProgress = opts.onProgress ?? (() => Effect.void)
+    const provided = <A, E>(e: Effect.Effect<A, E, ObjectStore>) => Effect.provideService(e, ObjectStore, store)
+    const missingBelow = (root: ObjectHash) => provided(missingReachable(root)).pipe(Effect.mapError(storeFailed))
+
+    interface Stats { objects: number; bytes: number; wants: number; rounds: number }
+
+    /** Decodes a received object, checking the type its parent announced, and stores it. */
+    const accept = (data: Uint8Array, hash: ObjectHash, expected: ObjectType | undefined) =>
+      Effect.gen(function* () {
+        const object: GitObject = yield* Either.match(decodeFramed(data, options.maxObjectSize), {
+          onLeft: (e) => Effect.fail(clientError("BadObject", `object ${hash}: ${e.reason}: ${e.detail}`)),
+          onRight: (o) => Effect.succeed(o)
+        })
+        if (expected !== undefined && expected !== object.type) {
+          return yield* Effect.fail(clientError("BadObject", `object ${hash} is a ${object.type}, its parent says ${expected}`))
+        }
+        yield* store.put(object.type, object.body).pipe(Effect.mapError(storeFailed))
+        return object
+      })
+
+    /**
+     * v0 (and v1's fallback): WANT what is missing below `root`, level by level, up to `maxWantBatches` WANT
+     * frames in flight.
+     */
+    const wantLoop = (root: ObjectHash, stats: Stats, onProgress: (p: Progress) => Effect.Effect<void>) =>
+      Effect.gen(function* () {
+        const frontier = yield* provided(makeFrontier)
         const depthOf = new Map<ObjectHash, number>()
         const announced = new Map<ObjectHash, ObjectType | undefined>()
         const queue: Array<ObjectHash> = []
         const batchOf = new Map<ObjectHash, { remaining: number }>()
         const asked = new Set<ObjectHash>()
         let outstanding = 0
-        let objects = 0
-        let bytes = 0
-        let wants = 0
-        let rounds = 1
+        let rounds = 0
         const need = (items: ReadonlyArray<Needed>, depth: number) => {
           for (const { hash, type } of items) {
             if (announced.has(hash)) continue
@@ -255,11 +282,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
           }
         }
         // Resume: what is already stored is walked, only its missing parts are asked for.
-        const initial = yield* missingReachable(root).pipe(
-          Effect.provideService(ObjectStore, store),
-          Effect.mapError(storeFailed)
-        )
-        need(initial.map((hash) => ({ hash, type: undefined })), 1)
+        need((yield* missingBelow(root)).map((hash) => ({ hash, type: undefined })), 1)
         const pump = Effect.gen(function* () {
           while (outstanding < options.maxWantBatches && queue.length > 0) {
             const batch = queue.splice(0, Codec.MAX_WANT)
@@ -269,7 +292,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
               asked.add(h)
             }
             outstanding++
-            wants++
+            stats.wants++
             yield* writeFrame(Codec.want(batch))
           }
         })
@@ -283,43 +306,89 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
           if (!asked.has(hash)) {
             return yield* Effect.fail(clientError("Unsolicited", `the server sent ${hash}, which was not asked for`))
           }
-          const object: GitObject = yield* Either.match(decodeFramed(frame.data, options.maxObjectSize), {
-            onLeft: (e) => Effect.fail(clientError("BadObject", `object ${hash}: ${e.reason}: ${e.detail}`)),
-            onRight: (o) => Effect.succeed(o)
-          })
-          const expected = announced.get(hash)
-          if (expected !== undefined && expected !== object.type) {
-            return yield* Effect.fail(clientError("BadObject", `object ${hash} is a ${object.type}, its parent says ${expected}`))
-          }
-          yield* store.put(object.type, object.body).pipe(Effect.mapError(storeFailed))
+          const object = yield* accept(frame.data, hash, announced.get(hash))
           asked.delete(hash)
           const counter = batchOf.get(hash)
           batchOf.delete(hash)
           if (counter !== undefined && --counter.remaining === 0) outstanding--
-          objects++
-          bytes += frame.data.length
+          stats.objects++
+          stats.bytes += frame.data.length
           if (object.type === "tree" || object.type === "tag") {
             const below = yield* frontier.below(object).pipe(Effect.mapError(storeFailed))
             need(below, (depthOf.get(hash) ?? 1) + 1)
           }
-          yield* onProgress({ direction: "pull", objects, bytes, known: announced.size })
+          yield* onProgress({ direction: "pull", objects: stats.objects, bytes: stats.bytes, known: announced.size })
           yield* pump
         }
-        const left = yield* missingReachable(root).pipe(
-          Effect.provideService(ObjectStore, store),
-          Effect.mapError(storeFailed)
-        )
+        stats.rounds += rounds
+      })
+
+    /**
+     * v1: `?fetch <missing…> have <haves…>` — the server streams the whole missing graph parent first, then
+     * `!fetched <n>`. Each object must hang below one already received (or be one of the named roots).
+     */
+    const fetchStream = (
+      root: ObjectHash,
+      haves: ReadonlyArray<ObjectHash>,
+      stats: Stats,
+      onProgress: (p: Progress) => Effect.Effect<void>
+    ) =>
+      Effect.gen(function* () {
+        const missing = yield* missingBelow(root)
+        if (missing.length === 0) return
+        const permitted = new Map<ObjectHash, ObjectType | undefined>(missing.map((h) => [h, undefined]))
+        const haveText = haves.length === 0 ? "" : ` have ${haves.slice(0, 16).join(" ")}`
+        const batches: Array<ReadonlyArray<ObjectHash>> = []
+        for (let i = 0; i < missing.length; i += FETCH_BATCH) batches.push(missing.slice(i, i + FETCH_BATCH))
+        // All fetches go out at once; their streams come back in order.
+        for (const batch of batches) yield* writeFrame(Codec.query(`fetch ${batch.join(" ")}${haveText}`))
+        let known = missing.length
+        for (let done = 0; done < batches.length;) {
+          const frame = yield* next
+          if (frame._tag === "Reply") {
+            if (!/^fetched \d+$/.test(frame.text)) {
+              return yield* Effect.fail(clientError("Protocol", `unexpected reply to fetch: ${JSON.stringify(frame.text)}`))
+            }
+            done++
+            continue
+          }
+          if (frame._tag !== "Send") return yield* Effect.fail(clientError("Protocol", `unexpected ${frame._tag} during a fetch`))
+          const hash = sha1(frame.data)
+          if (!permitted.has(hash)) {
+            return yield* Effect.fail(clientError("Unsolicited", `the server sent ${hash}, which is not below what was fetched`))
+          }
+          const object = yield* accept(frame.data, hash, permitted.get(hash))
+          permitted.delete(hash)
+          for (const child of children(object)) {
+            if (!permitted.has(child.hash)) {
+              permitted.set(child.hash, child.type)
+              known++
+            }
+          }
+          stats.objects++
+          stats.bytes += frame.data.length
+          yield* onProgress({ direction: "pull", objects: stats.objects, bytes: stats.bytes, known })
+        }
+        stats.rounds += 1
+      })
+
+    const pullGraph = (root: ObjectHash, opts: TransferOptions = {}) =>
+      serial(Effect.gen(function* () {
+        const onProgress = opts.onProgress ?? (() => Effect.void)
+        const stats: Stats = { objects: 0, bytes: 0, wants: 0, rounds: 0 }
+        if (version >= 1) yield* fetchStream(root, opts.haves ?? [], stats, onProgress)
+        yield* wantLoop(root, stats, onProgress)
+        const left = yield* missingBelow(root)
         if (left.length > 0) {
           return yield* Effect.fail(clientError("Missing", `graph of ${root} still misses ${left.length} objects`))
         }
-        return { root, objects, bytes, wants, rounds: objects === 0 ? 0 : rounds } satisfies PullResult
+        return { root, ...stats } satisfies PullResult
       }))
 
     const pushGraph = (tagHash: ObjectHash, opts: TransferOptions = {}) =>
       serial(Effect.gen(function* () {
         const onProgress = opts.onProgress ?? (() => Effect.void)
-        const provided = <A, E>(e: Effect.Effect<A, E, ObjectStore>) => Effect.provideService(e, ObjectStore, store)
-        const missing = yield* provided(missingReachable(tagHash)).pipe(Effect.mapError(storeFailed))
+        const missing = yield* missingBelow(tagHash)
         if (missing.length > 0) {
           return yield* Effect.fail(clientError("Missing", `the local graph of ${tagHash} misses ${missing.length} objects`))
         }
@@ -330,12 +399,48 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
             Effect.mapError((e) => (e._tag === "SyncClientError" ? e : storeFailed(e)))
           )
         const out = makeWriteBuffer(write)
-        const tag = yield* framedOf(tagHash)
-        yield* writeFrame(Codec.send(tag))
-        let objects = 1
-        let bytes = tag.length
+        let objects = 0
+        let bytes = 0
         let wants = 0
         let known = 1
+        const sendObject = (framed: Uint8Array) =>
+          Effect.gen(function* () {
+            yield* out.add(Codec.sendHeader(framed.length))
+            yield* out.add(framed)
+            objects++
+            bytes += framed.length
+          })
+        yield* sendObject(yield* framedOf(tagHash))
+        yield* out.flush
+        if (version >= 1) {
+          // The server names what it needs and which releases it has; stream the graph below the former minus
+          // what the latter reach, parent first, then ask for the verdict.
+          const first = yield* next
+          if (first._tag === "Reply" && (first.text === "need" || first.text.startsWith("need "))) {
+            const words = first.text.split(" ").slice(1).filter((w) => w.length > 0)
+            const at = words.indexOf("have")
+            const parsed = yield* Effect.forEach(words.filter((w) => w !== "have"), (w) =>
+              Either.match(parseHash(w), {
+                onLeft: () => Effect.fail(clientError("Protocol", `bad hash in need: ${JSON.stringify(w)}`)),
+                onRight: (h) => Effect.succeed(h)
+              }))
+            const needCount = at < 0 ? parsed.length : at
+            const needed = parsed.slice(0, needCount)
+            const haves = parsed.slice(needCount)
+            const skip = yield* provided(closure(haves)).pipe(Effect.mapError(storeFailed))
+            known = needed.length
+            yield* provided(walkParentFirst(needed, skip, (_hash, framed) =>
+              Effect.zipRight(
+                sendObject(framed),
+                objects % 64 === 0 ? onProgress({ direction: "push", objects, bytes, known: objects }) : Effect.void
+              ))).pipe(Effect.mapError((e) => (e._tag === "SyncClientError" ? e : storeFailed(e))))
+            yield* out.flush
+            yield* writeFrame(Codec.query(`verify ${tagHash}`))
+            known = objects
+          } else {
+            ready.unshift(first) // `!conf` for a tag sealed already: handled below
+          }
+        }
         yield* onProgress({ direction: "push", objects, bytes, known })
         for (;;) {
           const frame = yield* next
@@ -343,13 +448,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
             case "Want": {
               wants++
               known += frame.hashes.length
-              for (const hash of frame.hashes) {
-                const data = yield* framedOf(hash)
-                yield* out.add(Codec.sendHeader(data.length))
-                yield* out.add(data)
-                objects++
-                bytes += data.length
-              }
+              for (const hash of frame.hashes) yield* sendObject(yield* framedOf(hash))
               yield* out.flush
               yield* onProgress({ direction: "push", objects, bytes, known })
               break

@@ -4,10 +4,10 @@
  * or pull may have been cut off below it), so stored trees are walked for missing descendants; subtrees found
  * complete are remembered for the rest of the session.
  */
-import { Effect } from "effect"
-import { children, type GitObject, type ObjectType } from "../domain/GitObject.js"
+import { Effect, Either } from "effect"
+import { children, decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
 import type { ObjectHash } from "../domain/ObjectHash.js"
-import { missingReachable, ObjectStore } from "./ObjectStore.js"
+import { CorruptObject, getDecoded, getFramed, missingReachable, ObjectStore } from "./ObjectStore.js"
 
 export interface Needed {
   readonly hash: ObjectHash
@@ -39,3 +39,60 @@ export const makeFrontier = Effect.gen(function* () {
     })
   return { below }
 })
+
+/**
+ * Every stored object reachable from `roots` (roots that are not stored are ignored): what the other side
+ * certainly has when it names these roots as complete releases. Bounded by `limit` objects.
+ */
+export const closure = (roots: ReadonlyArray<ObjectHash>, limit = 1_000_000) =>
+  Effect.gen(function* () {
+    const store = yield* ObjectStore
+    const seen = new Set<ObjectHash>()
+    let frontier: Array<{ hash: ObjectHash; type: ObjectType | undefined }> = roots.map((hash) => ({ hash, type: undefined }))
+    while (frontier.length > 0 && seen.size < limit) {
+      const absent = new Set(yield* store.missing(frontier.map((f) => f.hash)))
+      const next: Array<{ hash: ObjectHash; type: ObjectType | undefined }> = []
+      for (const item of frontier) {
+        if (absent.has(item.hash) || seen.has(item.hash)) continue
+        seen.add(item.hash)
+        if (item.type === "blob") continue
+        const object = yield* getDecoded(item.hash)
+        for (const child of children(object)) if (!seen.has(child.hash)) next.push(child)
+      }
+      frontier = next
+    }
+    return seen as ReadonlySet<ObjectHash>
+  })
+
+/**
+ * Visits the graph below `roots` parent first (breadth first), each object once, skipping whole subgraphs whose
+ * root is in `skip`. Every visited object must be stored (ObjectNotFound otherwise). This is the order in which
+ * protocol v1 streams a graph: the receiver can check each object against the trees it already has.
+ */
+export const walkParentFirst = <E, R>(
+  roots: ReadonlyArray<ObjectHash>,
+  skip: ReadonlySet<ObjectHash>,
+  visit: (hash: ObjectHash, framed: Uint8Array, object: GitObject) => Effect.Effect<void, E, R>
+) =>
+  Effect.gen(function* () {
+    const seen = new Set<ObjectHash>()
+    let frontier = roots.filter((h) => !skip.has(h))
+    let count = 0
+    while (frontier.length > 0) {
+      const next: Array<ObjectHash> = []
+      for (const hash of frontier) {
+        if (seen.has(hash)) continue
+        seen.add(hash)
+        const framed = yield* getFramed(hash)
+        const object = yield* Either.match(decodeFramed(framed), {
+          onLeft: (e) => Effect.fail(new CorruptObject({ hash, detail: `${e.reason}: ${e.detail}` })),
+          onRight: (o) => Effect.succeed(o)
+        })
+        yield* visit(hash, framed, object)
+        count++
+        for (const child of children(object)) if (!skip.has(child.hash) && !seen.has(child.hash)) next.push(child.hash)
+      }
+      frontier = next
+    }
+    return count
+  })

@@ -12,15 +12,15 @@
  * invisible (a later push resumes from them). See docs/protocol.md.
  */
 import { Clock, Duration, Effect, Either, Layer, Mailbox, Option, Schema, type Scope, Stream } from "effect"
-import { decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
-import { type ObjectHash, sha1 } from "../domain/ObjectHash.js"
+import { children, decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
+import { type ObjectHash, parseHash, sha1 } from "../domain/ObjectHash.js"
 import { PackageName, Range, Segment, releaseTagName } from "../domain/Package.js"
 import * as Codec from "../protocol/SyncCodec.js"
 import { type ConnectionError, type ConnectionInfo, SyncProtocol } from "./Connection.js"
-import { getFramed, ObjectStore, RefName } from "./ObjectStore.js"
+import { getFramed, missingReachable, ObjectStore, RefName } from "./ObjectStore.js"
 import { type Conversation, Conversations, ProposalPolicy } from "./ProposalPolicy.js"
 import { Registry } from "./Registry.js"
-import { makeFrontier } from "./SyncGraph.js"
+import { closure, makeFrontier, walkParentFirst } from "./SyncGraph.js"
 import { SyncLimits } from "./SyncLimits.js"
 import { type VerifiedRelease, Verifier } from "./Verifier.js"
 
@@ -39,7 +39,12 @@ export class SyncSessionError extends Schema.TaggedError<SyncSessionError>()("Sy
 const sessionError = (reason: SyncSessionError["reason"], detail: string) => new SyncSessionError({ reason, detail })
 
 /** Protocol versions this server speaks, lowest first. */
-export const SERVER_VERSIONS: ReadonlyArray<number> = [0]
+export const SERVER_VERSIONS: ReadonlyArray<number> = [0, 1]
+
+/** At most this many `have` roots of a v1 `fetch` are used (the rest are ignored), and named in a `need`. */
+export const MAX_HAVES = 16
+/** At most this many hashes in a v1 `!need` (anything beyond is WANTed after `?verify`). */
+export const MAX_NEED = 10_000
 
 /** Where a queued (not yet accepted) release waits: `refs/upm/queue/<owner>/<name>/v<version>` → tag hash. */
 export const queueRefName = (release: Pick<VerifiedRelease, "name" | "version">): RefName =>
@@ -139,6 +144,12 @@ interface Push {
   readonly batchOf: Map<ObjectHash, { remaining: number }>
   outstanding: number
   total: number
+  /**
+   * "want": the server asks for what is missing (v0, and v1 after `?verify`).
+   * "stream" (v1): the client streams the graph parent first; `permitted` holds what may come next.
+   */
+  mode: "want" | "stream"
+  readonly permitted: Map<ObjectHash, ObjectType | undefined>
 }
 
 export const session = (
@@ -346,7 +357,26 @@ export const session = (
         }
         yield* putObject(object)
         const p: Push = {
-          release, asked: new Map(), queue: [], queued: new Set(), batchOf: new Map(), outstanding: 0, total: 1
+          release, asked: new Map(), queue: [], queued: new Set(), batchOf: new Map(), outstanding: 0, total: 1,
+          mode: version >= 1 ? "stream" : "want", permitted: new Map()
+        }
+        // Already sealed with this very tag: nothing to ask, nothing to decide again.
+        if (existing !== undefined) return yield* confirm(release)
+        if (version >= 1) {
+          // v1: name what is missing and what the client may assume we have; the client streams the graph
+          // below the former minus the latter, then asks `?verify`.
+          const missing = yield* missingReachable(release.tree).pipe(
+            Effect.provideService(ObjectStore, store),
+            Effect.mapError(storeError)
+          )
+          const need = missing.slice(0, MAX_NEED)
+          const haves = yield* registry.versions(release.name).pipe(
+            Effect.map((all) => all.map((r) => r.hash).filter((h) => h !== hash).reverse().slice(0, MAX_HAVES)),
+            Effect.mapError(storeError)
+          )
+          for (const h of need) p.permitted.set(h, undefined)
+          push = p
+          return yield* emit(Codec.reply(["need", ...need, ...(haves.length === 0 ? [] : ["have", ...haves])].join(" ")))
         }
         const needed = yield* frontier.below(object).pipe(Effect.mapError(storeError))
         yield* enqueue(p, needed)
@@ -355,8 +385,80 @@ export const session = (
         yield* pump(p)
       })
 
+    const permit = (p: Push, object: GitObject) => {
+      for (const child of children(object)) if (!p.permitted.has(child.hash)) p.permitted.set(child.hash, child.type)
+    }
+
+    /** v1: an object streamed by the client, acceptable if a tree (or the tag) already received points at it. */
+    const receiveStreamed = (p: Push, data: Uint8Array, hash: ObjectHash) =>
+      Effect.gen(function* () {
+        const announced = p.permitted.get(hash)
+        if (!p.permitted.has(hash)) {
+          return yield* Effect.fail(sessionError("Unsolicited", `unsolicited object ${hash}: not below what the server needs`))
+        }
+        p.permitted.delete(hash)
+        const object = yield* decodeObject(data, hash)
+        if (announced !== undefined && announced !== object.type) {
+          return yield* Effect.fail(sessionError("BadObject", `object ${hash} is a ${object.type}, its parent says ${announced}`))
+        }
+        p.total++
+        if (p.total > limits.maxPushObjects) {
+          return yield* Effect.fail(sessionError("Limit", `push exceeds ${limits.maxPushObjects} objects`))
+        }
+        yield* putObject(object)
+        permit(p, object)
+      })
+
+    /** v1 `?verify <tag>`: the client has streamed what it had to; complete the graph with WANTs, then decide. */
+    const verify = (hash: ObjectHash) =>
+      Effect.gen(function* () {
+        const p = push
+        if (p === undefined || p.release.tagHash !== hash || p.mode === "want") {
+          return yield* Effect.fail(sessionError("Protocol", `no push of ${hash} is waiting for verify`))
+        }
+        p.mode = "want"
+        p.permitted.clear()
+        const needed = yield* missingReachable(p.release.tree).pipe(
+          Effect.provideService(ObjectStore, store),
+          Effect.mapError(storeError)
+        )
+        yield* enqueue(p, needed.map((h) => ({ hash: h, type: undefined })))
+        if (p.queue.length === 0) return yield* finish(p)
+        yield* pump(p)
+      })
+
+    /** v1 `?fetch <root>… [have <hash>…]`: the whole graph below the roots, minus what the haves reach. */
+    const fetch = (words: ReadonlyArray<string>) =>
+      Effect.gen(function* () {
+        const at = words.indexOf("have")
+        const wantWords = at < 0 ? words : words.slice(0, at)
+        const haveWords = at < 0 ? [] : words.slice(at + 1, at + 1 + MAX_HAVES)
+        const parse = (w: string) =>
+          Either.match(parseHash(w), {
+            onLeft: () => Effect.fail(sessionError("BadQuery", `bad hash ${JSON.stringify(w)}`)),
+            onRight: (h) => Effect.succeed(h)
+          })
+        const wants = yield* Effect.forEach(wantWords, parse)
+        const haves = yield* Effect.forEach(haveWords, parse)
+        if (wants.length === 0) return yield* Effect.fail(sessionError("BadQuery", "fetch needs at least one hash"))
+        const skip = yield* closure(haves, limits.maxPushObjects).pipe(
+          Effect.provideService(ObjectStore, store),
+          Effect.mapError(storeError)
+        )
+        const sent = yield* walkParentFirst(wants, skip, (_hash, framed) => emit(Codec.send(framed))).pipe(
+          Effect.provideService(ObjectStore, store),
+          Effect.catchTags({
+            ObjectNotFound: (e) => Effect.fail(sessionError("NotFound", `no such object ${e.hash}`)),
+            CorruptObject: (e) => Effect.fail(sessionError("Store", `stored object ${e.hash} is corrupt: ${e.detail}`)),
+            StoreError: storeErrorEffect
+          })
+        )
+        yield* emit(Codec.reply(`fetched ${sent}`))
+      })
+
     const receive = (p: Push, data: Uint8Array, hash: ObjectHash) =>
       Effect.gen(function* () {
+        if (p.mode === "stream") return yield* receiveStreamed(p, data, hash)
         const announced = p.asked.get(hash)
         if (!p.asked.has(hash) || p.queued.has(hash)) {
           return yield* Effect.fail(sessionError("Unsolicited", `unsolicited object ${hash}: not asked for`))
@@ -391,9 +493,21 @@ export const session = (
       }
       const frame = next.value
       switch (frame._tag) {
-        case "Query":
-          yield* emit(Codec.reply(yield* answer(frame.text)))
+        case "Query": {
+          const words = frame.text.trim().split(/\s+/)
+          if (version >= 1 && words[0] === "verify" && words.length === 2) {
+            const hash = yield* Either.match(parseHash(words[1]!), {
+              onLeft: () => Effect.fail(sessionError("BadQuery", `bad hash ${JSON.stringify(words[1])}`)),
+              onRight: (h) => Effect.succeed(h)
+            })
+            yield* verify(hash)
+          } else if (version >= 1 && words[0] === "fetch") {
+            yield* fetch(words.slice(1))
+          } else {
+            yield* emit(Codec.reply(yield* answer(frame.text)))
+          }
           break
+        }
         case "Want":
           yield* serveWants(frame.hashes)
           break

@@ -12,7 +12,7 @@ const latin1 = (s: string) => new Uint8Array(Buffer.from(s, "latin1"))
 const text = new TextEncoder()
 
 /** A scripted client speaking raw frames to the server over an in-memory duplex. */
-const rawClient = (server: Pick<Server, "serve">) =>
+const rawClient = (server: Pick<Server, "serve">, versions: ReadonlyArray<number> = [0]) =>
   Effect.gen(function* () {
     const transport = yield* SyncClient.connectMemory(server.serve)({ host: "memory", port: 0 })
     const pull = yield* transport.input.pipe(Codec.decode(), Stream.toPull)
@@ -31,8 +31,8 @@ const rawClient = (server: Pick<Server, "serve">) =>
     const write = (f: Codec.Frame) => Effect.orDie(Effect.flatMap(Codec.encode(f), transport.write))
     const writeRaw = (bytes: Uint8Array) => Effect.orDie(transport.write(bytes))
     const expect = Effect.map(next, Option.getOrThrow)
-    yield* write(Codec.hello([0, 1]))
-    assert.deepStrictEqual(yield* expect, Codec.welcome(0))
+    yield* write(Codec.hello(versions))
+    assert.deepStrictEqual(yield* expect, Codec.welcome(Math.max(...versions)))
     return { write, writeRaw, next, expect }
   })
 
@@ -52,9 +52,9 @@ const sealDirect = (server: Server, store: ObjectStore["Type"], name: string, ve
   })
 
 describe("SyncServer: seed 004's transcript and the decisions in docs/protocol.md, byte for byte", () => {
-  it.scoped("handshake and match, exactly as the seed shows them", () =>
+  it.scoped("handshake and match, exactly as the seed shows them (a server speaking version 0)", () =>
     Effect.gen(function* () {
-      const server = yield* makeServer()
+      const server = yield* makeServer({ versions: [0] })
       const client = yield* makeClient(server)
       const { tag, tree } = yield* makeRelease(client.store, "creationix/jack", "0.1.2", { "init.lua": "return {}\n" })
       yield* sealDirect(server, client.store, "creationix/jack", "0.1.2", tag, tree)
@@ -66,6 +66,9 @@ describe("SyncServer: seed 004's transcript and the decisions in docs/protocol.m
         "?match creationix/none\n\n"
       ])
       assert.strictEqual(out, `lit!0\n!0.1.2 ${tag}\n\n!0.1.2 ${tag}\n\n!\n\n!\n\n`)
+      // upm's server speaks 0 and 1: the highest common version wins.
+      assert.strictEqual(yield* rawSession(yield* makeServer(), ["lit?0,1\n"]), "lit!1\n")
+      assert.strictEqual(yield* rawSession(yield* makeServer(), ["lit?0\n"]), "lit!0\n")
     }))
 
   it.scoped("list queries: one item per line; empty lists are an empty reply", () =>
@@ -103,7 +106,7 @@ describe("SyncServer: seed 004's transcript and the decisions in docs/protocol.m
       const server = yield* makeServer()
       assert.strictEqual(
         yield* rawSession(server, ["lit?5,6\n", "?authors\n\n"]),
-        "!error no common protocol version: client speaks 5,6, server speaks 0\n\n"
+        "!error no common protocol version: client speaks 5,6, server speaks 0,1\n\n"
       )
     }))
 
@@ -305,5 +308,56 @@ describe("SyncServer: timeouts on the TestClock", () => {
       assert.isTrue(Option.isNone(yield* Fiber.poll(fiber)))
       yield* TestClock.adjust("2 seconds")
       assert.strictEqual(yield* Fiber.join(fiber), "lit!0\n!error message timeout: nothing received in time\n\n")
+    }))
+})
+
+describe("SyncServer: protocol v1 frames, byte for byte", () => {
+  it.scoped("push: tag → !need <tree> have <previous tag>; streamed objects must hang below what was needed", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const c = yield* makeClient(server)
+      const first = yield* makeRelease(c.store, "alice/pkg", "1.0.0", deepFiles(1))
+      yield* (yield* c.connect).push(first.tag)
+      const next = yield* makeRelease(c.store, "alice/pkg", "1.0.1", deepFiles(1, 2, "!"))
+      const raw = yield* rawClient(server, [0, 1])
+      yield* raw.write(Codec.send(yield* framedIn(c.store, next.tag)))
+      assert.deepStrictEqual(yield* raw.expect, Codec.reply(`need ${next.tree} have ${first.tag}`))
+      yield* raw.write(Codec.send(yield* framedIn(c.store, next.tree)))
+      const stray = frame("blob", text.encode("stray"))
+      yield* raw.write(Codec.send(stray))
+      assert.deepStrictEqual(
+        yield* raw.expect,
+        Codec.reply(`error unsolicited object ${hashOf("blob", text.encode("stray"))}: not below what the server needs`)
+      )
+    }))
+
+  it.scoped("push: ?verify completes what the stream left out with WANTs, then !conf", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const c = yield* makeClient(server)
+      const { tag, tree } = yield* makeRelease(c.store, "alice/pkg", "1.0.0", { "a.txt": "a\n" })
+      const blob = hashOf("blob", text.encode("a\n"))
+      const raw = yield* rawClient(server, [0, 1])
+      yield* raw.write(Codec.send(yield* framedIn(c.store, tag)))
+      assert.deepStrictEqual(yield* raw.expect, Codec.reply(`need ${tree}`))
+      yield* raw.write(Codec.send(yield* framedIn(c.store, tree)))
+      yield* raw.write(Codec.query(`verify ${tag}`))
+      assert.deepStrictEqual(yield* raw.expect, Codec.want([blob]))
+      yield* raw.write(Codec.send(yield* framedIn(c.store, blob)))
+      assert.deepStrictEqual(yield* raw.expect, Codec.reply(`conf ${tag}`))
+    }))
+
+  it.scoped("fetch: the graph parent first, minus what the haves reach, then !fetched <n>; v0 has no fetch", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const c = yield* makeClient(server)
+      const one = yield* makeRelease(c.store, "alice/pkg", "1.0.0", { "a.txt": "a\n", "b.txt": "b\n" })
+      yield* (yield* c.connect).push(one.tag)
+      const two = yield* makeRelease(c.store, "alice/pkg", "1.0.1", { "a.txt": "a\n", "b.txt": "B\n" })
+      yield* (yield* c.connect).push(two.tag)
+      const send = (h: ObjectHash) => Effect.map(framedIn(c.store, h), (f) => Buffer.from(Either.getOrThrow(Codec.encodeEither(Codec.send(f)))).toString("latin1"))
+      const out = yield* rawSession(server, ["lit?1\n", `?fetch ${two.tag} have ${one.tag}\n\n`])
+      assert.strictEqual(out, `lit!1\n${yield* send(two.tag)}${yield* send(two.tree)}${yield* send(hashOf("blob", text.encode("B\n")))}!fetched 3\n\n`)
+      assert.strictEqual(yield* rawSession(server, ["lit?0\n", `?fetch ${two.tag}\n\n`]), "lit!0\n!error unknown query \"fetch\"\n\n")
     }))
 })
