@@ -5,7 +5,7 @@
  */
 import { ValidationError } from "@effect/cli"
 import { NodeContext, NodeRuntime } from "@effect/platform-node"
-import { Cause, Console, Effect, Logger, Option } from "effect"
+import { Cause, Console, Effect, Exit, Logger, Option } from "effect"
 import { exitCodeOf, main } from "./cli/index.js"
 import { Reported } from "./cli/errors.js"
 
@@ -23,6 +23,24 @@ const report = (cause: Cause.Cause<unknown>) => {
   return Console.error(`upm: internal error\n${Cause.pretty(cause)}`)
 }
 
+/** The subcommand named on the command line (skipping @effect/cli's global options and their values). */
+const subcommand = (argv: ReadonlyArray<string>): string | undefined => {
+  const args = argv.slice(2)
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i] ?? ""
+    if (a === "--log-level" || a === "--completions") i++
+    else if (!a.startsWith("-")) return a
+  }
+  return undefined
+}
+
+/**
+ * `upm serve` stops on SIGINT/SIGTERM by design: after its graceful shutdown it exits 0 (what systemd and
+ * container runtimes expect), where an interrupted client command exits 130.
+ */
+const exitCode = (exit: Exit.Exit<unknown, unknown>) =>
+  Exit.isFailure(exit) && Cause.isInterruptedOnly(exit.cause) && subcommand(process.argv) === "serve" ? 0 : exitCodeOf(exit)
+
 // Failures are reported once by the CLI itself (src/cli/errors.ts), which also picks the exit code.
 main(process.argv).pipe(
   Effect.tapErrorCause(report),
@@ -32,6 +50,6 @@ main(process.argv).pipe(
     disablePrettyLogger: true,
     disableErrorReporting: true,
     // The exit code documented in docs/cli.md (src/cli/errors.ts).
-    teardown: (exit, onExit) => onExit(exitCodeOf(exit))
+    teardown: (exit, onExit) => onExit(exitCode(exit))
   })
 )

@@ -72,8 +72,10 @@ export interface ListenerState {
   readonly accepted: number
   /** Connections refused for a limit since start. */
   readonly refused: number
-  /** True once shutdown has begun. */
+  /** True once shutdown has begun: new connections are refused. */
   readonly draining: boolean
+  /** False once the listening socket is closed (shutdown). */
+  readonly listening: boolean
 }
 
 export class Listener extends Context.Tag("upm/Listener")<Listener, {
@@ -165,7 +167,7 @@ export const make = (options: ListenerOptions) =>
     const shutdownGrace = Duration.decode(options.shutdownGrace)
 
     const state = yield* SubscriptionRef.make<ListenerState>({
-      active: 0, byAddress: HashMap.empty(), accepted: 0, refused: 0, draining: false
+      active: 0, byAddress: HashMap.empty(), accepted: 0, refused: 0, draining: false, listening: true
     })
     // Refused connections are served briefly (sniff + refusal); this caps how many at once.
     const refusing = yield* Ref.make(0)
@@ -296,11 +298,14 @@ export const make = (options: ListenerOptions) =>
     yield* Effect.logInfo("listening").pipe(Effect.annotateLogs({ host: address.host, port: address.port }))
 
     const shutdown = Effect.gen(function* () {
-      const before = yield* SubscriptionRef.updateAndGet(state, (s) => ({ ...s, draining: true }))
+      yield* SubscriptionRef.update(state, (s) => ({ ...s, draining: true }))
+      // Closes the listening socket; the close completes once every connection has ended. The forked fiber
+      // runs first on the (FIFO) scheduler once we yield, and calls `server.close()` in that first run.
+      const closed = yield* Effect.forkDaemon(Scope.close(serverScope, Exit.void))
+      yield* Effect.yieldNow()
+      const before = yield* SubscriptionRef.updateAndGet(state, (s) => ({ ...s, listening: false }))
       yield* Effect.logInfo("shutting down").pipe(
         Effect.annotateLogs({ active: before.active, grace: Duration.format(shutdownGrace) }))
-      // Closes the listening socket now; the close completes once every connection has ended.
-      const closed = yield* Effect.forkDaemon(Scope.close(serverScope, Exit.void))
       const drained = yield* state.changes.pipe(
         Stream.takeUntil((s) => s.active === 0),
         Stream.runDrain,

@@ -11,7 +11,10 @@
  * Relative paths (`fs:./data`) are resolved against the working directory.
  */
 import { FileSystem } from "@effect/platform"
-import { Config, Context, Duration, Effect, Option, ParseResult, Schema } from "effect"
+import { Config, ConfigError, Context, Duration, Effect, Option, ParseResult, Schema } from "effect"
+import { HandlersConfig } from "./Handlers.js"
+import { MessagesConfig } from "./MessageServer.js"
+import { describeStoreSpec, StoreSpecFromString } from "./StoreConfig.js"
 
 // ---------------------------------------------------------------------------------------------
 // Values
@@ -49,27 +52,36 @@ export const Host = Schema.String.pipe(
 
 /**
  * Where objects and refs live: `fs:PATH` (bare git layout, the default `fs:./data`), `sqlite:PATH`,
- * `postgres:URL` (or `postgresql:URL`), or `memory` (lost on exit: for tests).
+ * `postgres:URL`, or `memory` (lost on exit: for tests). Parsed by StoreConfig.
  */
-export const StoreSpec = Schema.String.pipe(
-  Schema.filter((s) =>
-    /^(fs|sqlite):.+$/.test(s) || /^postgres(ql)?:.+$/.test(s) || s === "memory" ||
-    `"${s}" is not a store: expected fs:PATH, sqlite:PATH, postgres:URL or memory`
-  )
-)
+export const StoreSetting = StoreSpecFromString
 
 const PositiveInt = Schema.Int.pipe(Schema.positive({ message: () => "expected a positive integer" }))
+const PositiveNumber = Schema.Number.pipe(Schema.positive({ message: () => "expected a positive number" }))
+
+/** Overrides of the sync session limits (SyncLimits.defaults for the rest). */
+export const SyncSection = Schema.Struct({
+  maxObjectSize: Schema.optionalWith(PositiveInt, { exact: true }),
+  maxTextSize: Schema.optionalWith(PositiveInt, { exact: true }),
+  maxInflateRatio: Schema.optionalWith(PositiveNumber, { exact: true }),
+  maxWantBatches: Schema.optionalWith(PositiveInt, { exact: true }),
+  maxPushObjects: Schema.optionalWith(PositiveInt, { exact: true }),
+  maxSearchResults: Schema.optionalWith(PositiveInt, { exact: true }),
+  handshakeTimeout: Schema.optionalWith(DurationSetting, { exact: true }),
+  idleTimeout: Schema.optionalWith(DurationSetting, { exact: true }),
+  messageTimeout: Schema.optionalWith(DurationSetting, { exact: true })
+})
 
 /** Listener limits and timings. */
 export const ConnectionLimits = Schema.Struct({
   /** Connections served at once, all addresses together. */
-  maxConnections: Schema.optionalWith(PositiveInt, { default: () => 256 }),
+  maxConnections: Schema.optionalWith(PositiveInt, { default: () => 256, exact: true }),
   /** Connections served at once from one remote address. */
-  maxConnectionsPerAddress: Schema.optionalWith(PositiveInt, { default: () => 32 }),
+  maxConnectionsPerAddress: Schema.optionalWith(PositiveInt, { default: () => 32, exact: true }),
   /** A connection must send its first 4 bytes within this time (slowloris). */
-  firstBytesTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10) }),
+  firstBytesTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10), exact: true }),
   /** On SIGINT/SIGTERM, how long in-flight connections may take to finish before they are interrupted. */
-  shutdownGrace: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10) })
+  shutdownGrace: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10), exact: true })
 })
 
 export const DEFAULT_HOST = "127.0.0.1"
@@ -80,17 +92,20 @@ export const DEFAULT_CONFIG_FILE = "./upm.server.json"
 const MAX_CONFIG_BYTES = 1024 * 1024
 
 export const ServerConfig = Schema.Struct({
-  host: Schema.optionalWith(Host, { default: () => DEFAULT_HOST }),
-  port: Schema.optionalWith(Port, { default: () => DEFAULT_PORT }),
-  store: Schema.optionalWith(StoreSpec, { default: () => DEFAULT_STORE }),
-  limits: Schema.optionalWith(ConnectionLimits, { default: () => ConnectionLimits.make({}) }),
-  /** Sync protocol limits (src/services/SyncLimits.ts decodes them). */
-  sync: Schema.optional(Schema.Unknown),
-  // Sections owned by other modules; each replaces `Schema.Unknown` with its own Schema.
-  handlers: Schema.optional(Schema.Unknown),
-  peers: Schema.optional(Schema.Unknown),
-  upstream: Schema.optional(Schema.Unknown),
-  http: Schema.optional(Schema.Unknown)
+  host: Schema.optionalWith(Host, { default: () => DEFAULT_HOST, exact: true }),
+  port: Schema.optionalWith(Port, { default: () => DEFAULT_PORT, exact: true }),
+  store: Schema.optionalWith(StoreSetting, { default: () => Schema.decodeSync(StoreSetting)(DEFAULT_STORE), exact: true }),
+  limits: Schema.optionalWith(ConnectionLimits, { default: () => ConnectionLimits.make({}), exact: true }),
+  /** Sync protocol limits (src/services/SyncLimits.ts); what is left out keeps its default. */
+  sync: Schema.optionalWith(SyncSection, { default: () => ({}), exact: true }),
+  /** Maintainer handlers by message type (src/services/Handlers.ts, docs/handlers.md). */
+  handlers: Schema.optionalWith(HandlersConfig, { exact: true }),
+  /** Message protocol settings (src/services/MessageServer.ts). */
+  messages: Schema.optionalWith(MessagesConfig, { exact: true }),
+  // Sections owned by modules still being written; each replaces `Schema.Unknown` with its own Schema.
+  peers: Schema.optionalWith(Schema.Unknown, { exact: true }),
+  upstream: Schema.optionalWith(Schema.Unknown, { exact: true }),
+  http: Schema.optionalWith(Schema.Unknown, { exact: true })
 })
 export type ServerConfig = typeof ServerConfig.Type
 export type ServerConfigInput = typeof ServerConfig.Encoded
@@ -137,23 +152,30 @@ export const decode = (input: unknown, source = "config") =>
 
 /** The settings the environment and the flags may set. */
 export const Overrides = Schema.Struct({
-  host: Schema.optional(Host),
-  port: Schema.optional(Port),
-  store: Schema.optional(StoreSpec),
-  shutdownGrace: Schema.optional(DurationSetting)
+  host: Schema.optionalWith(Host, { exact: true }),
+  port: Schema.optionalWith(Port, { exact: true }),
+  store: Schema.optionalWith(StoreSetting, { exact: true }),
+  shutdownGrace: Schema.optionalWith(DurationSetting, { exact: true })
 })
 export type Overrides = typeof Overrides.Type
 export type OverridesInput = typeof Overrides.Encoded
+
+/** The innermost message of a ConfigError (Schema.Config puts a whole parse tree in it). */
+const lastLine = (e: ConfigError.ConfigError) => {
+  const lines = (ConfigError.isInvalidData(e) ? e.message : String(e)).split("\n")
+    .map((l) => l.replace(/^[\s│├└─]+/, "").trim()).filter((l) => l.length > 0)
+  return lines[lines.length - 1] ?? "invalid"
+}
 
 /** `UPM_HOST`, `UPM_PORT`, `UPM_STORE`, `UPM_SHUTDOWN_GRACE`, from the current ConfigProvider. */
 export const fromEnv = Effect.gen(function* () {
   const read = <A>(name: string, schema: Schema.Schema<A, string>) =>
     Config.option(Schema.Config(name, schema)).pipe(
-      Effect.mapError((e) => new ServerConfigError({ source: "environment", reason: "Invalid", detail: String(e) }))
+      Effect.mapError((e) => new ServerConfigError({ source: "environment", reason: "Invalid", detail: `${name}: ${lastLine(e)}` }))
     )
   const host = yield* read("UPM_HOST", Host)
   const port = yield* read("UPM_PORT", Schema.compose(Schema.NumberFromString, Port))
-  const store = yield* read("UPM_STORE", StoreSpec)
+  const store = yield* read("UPM_STORE", StoreSetting)
   const shutdownGrace = yield* read("UPM_SHUTDOWN_GRACE", Schema.compose(Schema.String, DurationSetting))
   const overrides: Overrides = {
     ...Option.match(host, { onNone: () => ({}), onSome: (host) => ({ host }) }),
@@ -236,7 +258,7 @@ export const load = (options: LoadOptions) =>
 export const describe = (config: ServerConfig) => ({
   host: config.host,
   port: config.port,
-  store: config.store.replace(/^(postgres(?:ql)?:\/\/[^:/@]*:)[^@]*@/, "$1***@"),
+  store: describeStoreSpec(config.store),
   maxConnections: config.limits.maxConnections,
   maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress,
   firstBytesTimeout: Duration.format(config.limits.firstBytesTimeout),

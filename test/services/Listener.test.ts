@@ -192,7 +192,7 @@ describe("Listener", () => {
       yield* c.write("lit?0,1\n")
       yield* c.waitFor(8)
       const closing = yield* Effect.fork(stop)
-      yield* until(listener, (s) => s.draining)
+      yield* until(listener, (s) => !s.listening)
       // the listening socket is closed: new connections are refused by the OS
       const refused = yield* Effect.scoped(connect(port)).pipe(Effect.flip)
       assert.strictEqual(refused.code, "ECONNREFUSED")

@@ -1,0 +1,62 @@
+/**
+ * The server runtime as one Layer: `layer(config)` builds the store the config names, the registry, the
+ * signature verifier, the proposal policy, the sync protocol and the message protocol, and the Listener that
+ * serves them on one TCP port. `upm serve` launches it (`Layer.launch`); another Effect application can build
+ * it the same way, or take the parts (`services(config)`) and put its own listener in front.
+ *
+ * Closing the layer's scope (SIGINT/SIGTERM under `runMain`) shuts down in reverse order: the Listener stops
+ * accepting and drains its connections within `limits.shutdownGrace`, then the store closes.
+ */
+import type { CommandExecutor, FileSystem, Path } from "@effect/platform"
+import { Layer } from "effect"
+import * as Listener from "./Listener.js"
+import * as MessageServer from "./MessageServer.js"
+import * as Owners from "./Owners.js"
+import * as ProposalPolicy from "./ProposalPolicy.js"
+import * as Registry from "./Registry.js"
+import { CurrentServerConfig, type ServerConfig } from "./ServerConfig.js"
+import { layerFromSpec } from "./StoreConfig.js"
+import * as SyncLimits from "./SyncLimits.js"
+import * as SyncServer from "./SyncServer.js"
+import * as Verifier from "./Verifier.js"
+
+/** What the Listener is given from the config. */
+export const listenerOptions = (config: ServerConfig): Listener.ListenerOptions => ({
+  host: config.host,
+  port: config.port,
+  maxConnections: config.limits.maxConnections,
+  maxConnectionsPerAddress: config.limits.maxConnectionsPerAddress,
+  firstBytesTimeout: config.limits.firstBytesTimeout,
+  shutdownGrace: config.limits.shutdownGrace
+})
+
+/**
+ * Everything but the Listener: the store the config names, the registry and owner records, the real Verifier
+ * (SSHSIG signatures, namespace ownership), the proposal policy (the maintainer's `propose` handler when one is
+ * configured, else accept what the Verifier accepted), the message protocol with its handlers, accounts and
+ * conversations, and the sync protocol. The config is available as `CurrentServerConfig`.
+ */
+export const services = (config: ServerConfig) => {
+  const store = layerFromSpec(config.store)
+  const state = Layer.mergeAll(Registry.layer, Owners.layer).pipe(Layer.provideMerge(store))
+  const verifier = Verifier.layer
+  const messaging = MessageServer.layerServer({
+    ...(config.handlers !== undefined ? { handlers: config.handlers } : {}),
+    ...(config.messages !== undefined ? { messages: config.messages } : {})
+  }).pipe(
+    Layer.provide(ProposalPolicy.layerAcceptAll), // the default the `propose` handler falls back to
+    Layer.provideMerge(verifier)
+  )
+  const sync = SyncServer.layer.pipe(Layer.provide(SyncLimits.layer(config.sync)))
+  return sync.pipe(
+    Layer.provideMerge(messaging),
+    Layer.provideMerge(state),
+    Layer.provideMerge(Layer.succeed(CurrentServerConfig, config))
+  )
+}
+
+export type ServerRequirements = FileSystem.FileSystem | Path.Path | CommandExecutor.CommandExecutor
+
+/** The whole server: the Listener on `config.host:config.port` in front of `services(config)`. */
+export const layer = (config: ServerConfig) =>
+  Listener.layer(listenerOptions(config)).pipe(Layer.provideMerge(services(config)))
