@@ -283,12 +283,18 @@ export const exportTarGz = (tree: ObjectHash, options: ArchiveOptions = {}) =>
     const pack = tar.pack()
     const gzip = createGzip()
     pack.pipe(gzip)
+    // A consumer that goes away (an HTTP client closing mid-download) destroys gzip, and streamx then destroys the
+    // pack (and its current entry) with PREMATURE_CLOSE: without listeners those 'error's are uncaught and take the
+    // process down. Failures that matter reach us through the entry callbacks and the output stream.
+    pack.on("error", () => {})
     const add = (header: Partial<tar.Header> & { readonly name: string }, body?: Buffer) =>
       Effect.async<void, ExportError>((resume) => {
         const done = (error?: Error | null) =>
           resume(error ? Effect.fail(archiveFailed(`writing ${header.name}`)(error)) : Effect.void)
-        if (body === undefined) pack.entry(header, done)
-        else pack.entry(header, body, done)
+        if (pack.destroyed) return done(new Error("the archive stream was closed"))
+        const sink = body === undefined ? pack.entry(header, done) : pack.entry(header, body, done)
+        // The entry's own stream errors too when the pack is destroyed; `done` reports it, so no crash here.
+        sink.on("error", () => {})
       })
     const produce = Effect.gen(function* () {
       for (const entry of plan) {
