@@ -13,7 +13,7 @@
  */
 import { NodeSocket } from "@effect/platform-node"
 import { Socket } from "@effect/platform"
-import { Context, Duration, Effect, Either, Exit, Layer, Mailbox, Option, Schema, type Scope, Stream } from "effect"
+import { Context, Deferred, Duration, Effect, Either, Exit, Layer, Mailbox, Option, Schema, type Scope, Stream } from "effect"
 import { children, decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
 import { type ObjectHash, parseHash, sha1 } from "../domain/ObjectHash.js"
 import type { PackageName, Range } from "../domain/Package.js"
@@ -529,6 +529,9 @@ export const connectTcp: Connect = (address) =>
     const inbox = yield* Mailbox.make<Uint8Array, ConnectionError>()
     const HIGH = 64
     const flow: { conn: Context.Tag.Service<typeof NodeSocket.NetSocket> | undefined; paused: boolean } = { conn: undefined, paused: false }
+    // Writes wait for the connection to open; a connection that fails to open must fail them, not leave them
+    // waiting: the transport is returned only once the socket is open.
+    const opened = yield* Deferred.make<void, ConnectionError>()
     yield* socket.runRaw((data) => {
       inbox.unsafeOffer(typeof data === "string" ? new TextEncoder().encode(data) : data)
       if (flow.conn === undefined) {
@@ -538,12 +541,17 @@ export const connectTcp: Connect = (address) =>
         })
       }
       if (Option.getOrElse(inbox.unsafeSize(), () => 0) >= HIGH) pause()
-    }).pipe(
+    }, { onOpen: Deferred.succeed(opened, undefined) }).pipe(
       Effect.mapError(toConnError),
       Effect.exit,
+      Effect.tap((exit) =>
+        Deferred.done(opened, Exit.isSuccess(exit)
+          ? Exit.fail(new ConnectionError({ reason: "Closed", detail: "connection closed before it opened" }))
+          : exit)),
       Effect.flatMap((exit) => inbox.done(exit)),
       Effect.forkScoped
     )
+    yield* Deferred.await(opened)
     function pause() {
       if (flow.conn !== undefined && !flow.paused) {
         flow.paused = true
