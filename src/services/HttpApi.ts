@@ -15,7 +15,7 @@ import { Cache, Context, Duration, Effect, Either, Exit, Layer, Option, Predicat
 import { decodeTag, type TreeEntry as GitTreeEntry } from "../domain/GitObject.js"
 import { decodeManifestJson, MANIFEST_FILE } from "../domain/Manifest.js"
 import { ObjectHash } from "../domain/ObjectHash.js"
-import { PackageName, Segment, Version } from "../domain/Package.js"
+import { maxSatisfying, PackageName, Segment, Version } from "../domain/Package.js"
 import { decodeReleaseMessage } from "../domain/ReleaseMessage.js"
 import { fingerprint } from "../domain/SshKey.js"
 import { decode as decodeSshsig } from "../domain/Sshsig.js"
@@ -417,15 +417,35 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
 
     const notFound = (message: string) => new NotFound({ message })
 
+    // Ref listings are cached for a second: a listing walks the store's refs (a directory walk on the fs store),
+    // and a busy package page would do it on every request. A release sealed by this process invalidates its
+    // package at once (Registry.sealed); one sealed by another node sharing the store shows within the second.
+    const versionsCache = yield* Cache.make({ capacity: 4096, timeToLive: Duration.seconds(1), lookup: registry.versions })
+    const searchCache = yield* Cache.make({
+      capacity: 256,
+      timeToLive: Duration.seconds(1),
+      lookup: (query: string) => registry.search(query, Number.MAX_SAFE_INTEGER)
+    })
+    yield* registry.sealed.pipe(
+      Stream.runForEach((release) => Effect.zipRight(versionsCache.invalidate(release.name), searchCache.invalidateAll)),
+      Effect.forkScoped
+    )
+    const versionsOf = (name: PackageName) => versionsCache.get(name)
+    /** What `upm install name` picks (Registry.match's rule, over the cached listing). */
+    const latestOf = (versions: ReadonlyArray<Release>) => {
+      const best = maxSatisfying(versions.map((r) => r.version), undefined)
+      return Option.fromNullable(versions.find((r) => r.version === best))
+    }
+
     const resolve = (name: PackageName, version: Version | "latest") =>
       Effect.gen(function* () {
+        const versions = yield* versionsOf(name)
         const release = version === "latest"
-          ? yield* registry.match(name, undefined)
-          : Option.fromNullable((yield* registry.versions(name)).find((r) => r.version === version))
+          ? latestOf(versions)
+          : Option.fromNullable(versions.find((r) => r.version === version))
         if (Option.isNone(release)) {
-          const any = version === "latest" ? [] : yield* registry.versions(name)
           return yield* Effect.fail(notFound(
-            version === "latest" || any.length === 0
+            versions.length === 0
               ? `no package named ${name}`
               : `${name} has no version ${version}`
           ))
@@ -451,12 +471,12 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
     return Catalog.of({
       list: (query, page, perPage) =>
         Effect.gen(function* () {
-          const names = yield* registry.search(query, Number.MAX_SAFE_INTEGER)
+          const names = yield* searchCache.get(query)
           const slice = names.slice((page - 1) * perPage, page * perPage)
           const packages = yield* Effect.forEach(slice, (name) =>
             Effect.gen(function* () {
-              const versions = yield* registry.versions(name)
-              const latest = yield* registry.match(name, undefined)
+              const versions = yield* versionsOf(name)
+              const latest = latestOf(versions)
               if (Option.isNone(latest)) return Option.none<PackageSummary>()
               const info = yield* releaseInfo(latest.value)
               return Option.some<PackageSummary>({
@@ -471,8 +491,8 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
         }),
       detail: (name) =>
         Effect.gen(function* () {
-          const versions = yield* registry.versions(name)
-          const latest = yield* registry.match(name, undefined)
+          const versions = yield* versionsOf(name)
+          const latest = latestOf(versions)
           if (versions.length === 0 || Option.isNone(latest)) return yield* Effect.fail(notFound(`no package named ${name}`))
           const infos = yield* Effect.forEach([...versions].reverse(), releaseInfo, { concurrency: 8 })
           return { name, latest: latest.value.version, versions: infos }
@@ -542,7 +562,7 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
 
 export const layerCatalog = (
   options: CatalogOptions = defaultCatalogOptions
-): Layer.Layer<Catalog, never, ObjectStore | Registry> => Layer.effect(Catalog, makeCatalog(options))
+): Layer.Layer<Catalog, never, ObjectStore | Registry> => Layer.scoped(Catalog, makeCatalog(options))
 
 // ---------------------------------------------------------------------------------------------
 // Content types

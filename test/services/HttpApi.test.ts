@@ -82,6 +82,7 @@ const unzip = (bytes: Uint8Array) =>
 // ---------------------------------------------------------------------------------------------
 // Fixture: a few packages published into the memory store
 
+const BIG_PART = 3 * 1024 * 1024
 const PNG = Uint8Array.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d])
 const README = [
   "# Greetings", "", "Says *hello*. See [the guide](docs/guide.md).", "",
@@ -119,7 +120,8 @@ const fixture = Layer.effectDiscard(Effect.gen(function* () {
     description: "<img src=x onerror=alert('desc')> colors",
     manifestOnly: true
   })
-  for (let i = 1; i <= 24; i++) yield* publish(`carol/pkg-${String(i).padStart(2, "0")}`, "0.1.0", { "a.txt": `${i}` })
+  yield* publish("alice/big", "1.0.0", { "a.bin": "a".repeat(BIG_PART), "b.bin": "b".repeat(BIG_PART) })
+  for (let i = 1; i <= 23; i++) yield* publish(`carol/pkg-${String(i).padStart(2, "0")}`, "0.1.0", { "a.txt": `${i}` })
 }))
 
 const TestLayer = layerHttp({ maxFileBytes: 1024 }).pipe(
@@ -140,14 +142,14 @@ describe("HTTP API", () => {
         assert.strictEqual(first.status, 200)
         assert.strictEqual(first.body.total, 26)
         assert.strictEqual(first.body.packages.length, 20)
-        assert.strictEqual(first.body.packages[0].name, "alice/greetings")
-        assert.strictEqual(first.body.packages[0].latest, "1.1.0")
-        assert.strictEqual(first.body.packages[0].versions, 3)
-        assert.strictEqual(first.body.packages[0].description, "Says hello")
+        assert.strictEqual(first.body.packages[1].name, "alice/greetings")
+        assert.strictEqual(first.body.packages[1].latest, "1.1.0")
+        assert.strictEqual(first.body.packages[1].versions, 3)
+        assert.strictEqual(first.body.packages[1].description, "Says hello")
         assert.strictEqual(first.res.headers.get("cache-control"), "public, max-age=10, must-revalidate")
         const third = yield* getJson("/api/v1/packages?page=3&perPage=10")
         assert.deepStrictEqual(third.body.packages.map((p: any) => p.name), [
-          "carol/pkg-19", "carol/pkg-20", "carol/pkg-21", "carol/pkg-22", "carol/pkg-23", "carol/pkg-24"
+          "carol/pkg-18", "carol/pkg-19", "carol/pkg-20", "carol/pkg-21", "carol/pkg-22", "carol/pkg-23"
         ])
         const search = yield* getJson("/api/v1/packages?q=GREET")
         assert.strictEqual(search.body.total, 1)
@@ -371,6 +373,23 @@ describe("HTTP API", () => {
         assert.deepStrictEqual((yield* getBytes(`${v}/archive.zip`)).bytes, zip.bytes)
       }))
 
+    it.effect("survives clients that abort downloads mid-stream", () =>
+      Effect.gen(function* () {
+        for (const kind of ["tar.gz", "zip"]) {
+          const controller = new AbortController()
+          const res = yield* fetchPath(`/api/v1/packages/alice/big/1.0.0/archive.${kind}`, { signal: controller.signal })
+          const reader = res.body?.getReader()
+          yield* Effect.promise(() => reader?.read() ?? Promise.resolve(undefined))
+          controller.abort()
+        }
+        // Still serving, and a whole archive still comes out whole. (An uncaught stream error from the aborted
+        // ones would also fail this file's run as an unhandled error.)
+        assert.strictEqual((yield* fetchPath("/healthz")).status, 200)
+        const full = yield* getBytes("/api/v1/packages/alice/big/1.0.0/archive.tar.gz")
+        const entries = yield* untar(full.bytes)
+        assert.strictEqual(entries.get("alice-big-1.0.0/b.bin")?.body.length, BIG_PART)
+      }))
+
     it.effect("describes itself in OpenAPI", () =>
       Effect.gen(function* () {
         const { status, body } = yield* getJson("/openapi.json")
@@ -383,6 +402,21 @@ describe("HTTP API", () => {
           "/api/v1/packages/{owner}/{name}/{version}/archive.tar.gz", "/api/v1/packages/{owner}/{name}/{version}/archive.zip"
         ]) assert.include(paths, path)
         assert.isTrue(paths.some((p) => p.includes("/files/")))
+      }))
+  })
+
+  it.layer(layerHttp().pipe(Layer.provideMerge(layerStore)))((it) => {
+    it.effect("shows a release sealed after a listing at once", () =>
+      Effect.gen(function* () {
+        assert.strictEqual((yield* getJson("/api/v1/packages/dave/fresh")).status, 404)
+        assert.strictEqual((yield* getJson("/api/v1/packages?q=fresh")).body.total, 0)
+        yield* publish("dave/fresh", "1.0.0", { "a.txt": "a" })
+        const detail = yield* getJson("/api/v1/packages/dave/fresh")
+        assert.strictEqual(detail.status, 200)
+        assert.strictEqual(detail.body.latest, "1.0.0")
+        assert.strictEqual((yield* getJson("/api/v1/packages?q=fresh")).body.total, 1)
+        yield* publish("dave/fresh", "1.1.0", { "a.txt": "b" })
+        assert.strictEqual((yield* getJson("/api/v1/packages/dave/fresh/latest")).body.version, "1.1.0")
       }))
   })
 })
