@@ -5,7 +5,11 @@
 import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Option } from "effect"
+import { PackageName } from "../../src/domain/Package.js"
+import { makeMemory, missingReachable, ObjectStore } from "../../src/services/ObjectStore.js"
+import * as SyncClient from "../../src/services/SyncClient.js"
+import { git, gitFsck, graphOf, signedRelease } from "./release.js"
 import { connect } from "./tcp.js"
 import { spawnServer } from "./server.js"
 
@@ -33,6 +37,45 @@ describe("upm serve", () => {
       assert.isTrue(yield* fs.exists(`${dir}/store/objects`))
       const startLine = yield* server.waitForLog("message=starting")
       assert.include(startLine, `store=fs:${dir}/store`)
+    }).pipe(Effect.provide(NodeContext.layer)))
+
+  it.scoped("a push over TCP is sealed, matched, pulled back whole, and the fs store passes git fsck --strict", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const server = yield* spawnServer({ store: `fs:${dir}/store` })
+      const publisher = yield* makeMemory
+      const files = {
+        "upm.json": "{\"name\":\"alice/hello\",\"version\":\"1.0.0\"}\n",
+        "README.md": "# hello\n",
+        src: { "index.js": "export const hello = 1\n", lib: { "a.js": "a\n", "b.js": "b\n", deep: { "c.js": "c\n" } } }
+      }
+      const { tag } = yield* signedRelease(publisher, "alice/hello", "1.0.0", files)
+      const graph = yield* graphOf(publisher, tag)
+      const address = { host: server.host, port: server.port }
+
+      const pushed = yield* Effect.scoped(Effect.gen(function* () {
+        const client = yield* SyncClient.make(SyncClient.connectTcp).pipe(Effect.provideService(ObjectStore, publisher))
+        const session = yield* client.connect(address)
+        return yield* session.push(tag)
+      }))
+      assert.strictEqual(pushed.status, "Sealed")
+      assert.strictEqual(pushed.objects, graph.length) // every object once, nothing else
+
+      const installer = yield* makeMemory
+      const pulled = yield* Effect.scoped(Effect.gen(function* () {
+        const client = yield* SyncClient.make(SyncClient.connectTcp).pipe(Effect.provideService(ObjectStore, installer))
+        const session = yield* client.connect(address)
+        const match = yield* session.match(PackageName.make("alice/hello"))
+        assert.isTrue(Option.isSome(match))
+        return yield* session.pull(Option.getOrThrow(match).hash)
+      }))
+      assert.strictEqual(pulled.root, tag)
+      assert.deepStrictEqual(yield* missingReachable(tag).pipe(Effect.provideService(ObjectStore, installer)), [])
+
+      const fsck = yield* gitFsck(`${dir}/store`)
+      assert.isTrue(fsck.ok, fsck.output)
+      assert.strictEqual((yield* git(`${dir}/store`, "rev-parse", "refs/tags/alice/hello/v1.0.0")).trim(), tag)
+      assert.strictEqual((yield* git(`${dir}/store`, "cat-file", "-t", tag)).trim(), "tag")
     }).pipe(Effect.provide(NodeContext.layer)))
 
   it.scoped("SIGTERM: stops accepting, lets the open session finish, then exits 0", () =>
