@@ -40,8 +40,11 @@ export interface Handle {
 }
 
 export class ConversationHub extends Context.Tag("upm/ConversationHub")<ConversationHub, {
-  /** Makes a session a conversation partner until the scope closes; returns its token. */
-  readonly open: (session: SessionLink) => Effect.Effect<string, never, Scope.Scope>
+  /**
+   * Makes a session a conversation partner until the scope closes or `close` runs (the client can no longer
+   * answer, e.g. its input ended); returns its token.
+   */
+  readonly open: (session: SessionLink) => Effect.Effect<{ readonly token: string; readonly close: Effect.Effect<void> }, never, Scope.Scope>
   /** The conversation of a token, if its session is open. */
   readonly conversation: (token: string) => Effect.Effect<Option.Option<Conversation>>
   /** Delivers a client's answer to a pending `receive`; false if nothing waits for it. */
@@ -146,13 +149,13 @@ export const make = (options: ConversationOptions = {}) =>
           waiting: yield* Ref.make(HashMap.empty<number, Deferred.Deferred<string, ConversationClosed>>()),
           nextId: yield* Ref.make(1)
         }
-        yield* Effect.acquireRelease(Ref.update(partners, HashMap.set(token, partner)), () =>
-          Ref.update(partners, HashMap.remove(token)).pipe(
-            Effect.zipRight(Ref.getAndSet(partner.waiting, HashMap.empty())),
-            Effect.flatMap((waiting) =>
-              Effect.forEach(HashMap.values(waiting), (d) => Deferred.fail(d, new ConversationClosed({ detail: "the user disconnected" })), { discard: true }))
-          ))
-        return token
+        const close = Ref.update(partners, HashMap.remove(token)).pipe(
+          Effect.zipRight(Ref.getAndSet(partner.waiting, HashMap.empty())),
+          Effect.flatMap((waiting) =>
+            Effect.forEach(HashMap.values(waiting), (d) => Deferred.fail(d, new ConversationClosed({ detail: "the user disconnected" })), { discard: true }))
+        )
+        yield* Effect.acquireRelease(Ref.update(partners, HashMap.set(token, partner)), () => close)
+        return { token, close }
       })
 
     const conversation = (token: string) =>

@@ -91,6 +91,8 @@ export const connect = (options: ConnectOptions): Effect.Effect<MessageSession, 
     const pending = yield* Ref.make(HashMap.empty<number, Deferred.Deferred<Codec.ServerResponse, MessageClientError>>())
     const nextId = yield* Ref.make(1)
     const closed = yield* Deferred.make<void, MessageClientError>()
+    // Closing the session ends every wait on it.
+    yield* Effect.addFinalizer(() => Deferred.succeed(closed, undefined))
     const callbacks = yield* Ref.make(Option.none<ConversationCallbacks>())
     const encode = Codec.encodeMessage(Codec.ClientRequest, limits)
 

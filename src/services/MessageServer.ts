@@ -150,7 +150,7 @@ export const make = (options: SessionOptions) =>
               })
           }).pipe(Effect.asVoid)
         const identity = yield* Ref.make<Identity>({ user: Option.none(), peer: Option.none() })
-        const conversationToken = yield* hub.open({ push })
+        const { close: closeConversation, token: conversationToken } = yield* hub.open({ push })
         yield* Effect.acquireRelease(
           Ref.update(sessions, HashMap.set(info.id, { user: Option.none(), push })),
           () => Ref.update(sessions, HashMap.remove(info.id))
@@ -400,8 +400,9 @@ export const make = (options: SessionOptions) =>
               )
               : Effect.logDebug(`message session input ended: ${e.message}`))
         )
-        // When the client has sent everything, answer what is in flight, then end the output.
-        const drain = FiberSet.awaitEmpty(requests)
+        // When the client has sent everything it can no longer answer a `receive`: end its conversation, answer
+        // what is in flight, then end the output.
+        const drain = Effect.zipRight(closeConversation, FiberSet.awaitEmpty(requests))
         yield* loop.pipe(Effect.zipRight(drain), Effect.ensuring(out.end), log, Effect.forkScoped)
         return Mailbox.toStream(out)
       }))

@@ -139,12 +139,15 @@ export const openPipesAndSockets = () =>
     }
   }).length
 
-/** Waits (real time, bounded) until `check` holds; for process exits that finish asynchronously. */
+/**
+ * Waits (real time, bounded, also under the TestClock) until `check` holds: for what the OS finishes on its own
+ * (a child reaped, a descriptor closed, a file a child wrote), which no Effect event signals.
+ */
 export const eventually = (check: () => boolean, what: string, within = 5000) =>
   Effect.gen(function* () {
     const start = Date.now()
     while (!check()) {
       if (Date.now() - start > within) return yield* Effect.dieMessage(`not ${what} within ${within} ms`)
-      yield* Effect.sleep("20 millis")
+      yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 20)))
     }
   })
