@@ -67,12 +67,14 @@ export interface ServerOptions {
   readonly policy?: Layer.Layer<ProposalPolicy.ProposalPolicy>
   readonly conversations?: Layer.Layer<ProposalPolicy.Conversations>
   readonly versions?: ReadonlyArray<number>
+  /** The server's store (a fresh memory store by default). */
+  readonly store?: ObjectStore["Type"]
 }
 
 /** A server: its store, its registry and its SyncProtocol. */
 export const makeServer = (options: ServerOptions = {}) =>
   Effect.gen(function* () {
-    const store = yield* makeMemory
+    const store = options.store ?? (yield* makeMemory)
     const storeLayer = Layer.succeed(ObjectStore, store)
     const registryLayer = Registry.layer.pipe(Layer.provide(storeLayer))
     const deps = Layer.mergeAll(
