@@ -11,11 +11,12 @@
  * Every violation ends the session with one `!error <message>` reply; objects stored so far stay unsealed and
  * invisible (a later push resumes from them). See docs/protocol.md.
  */
-import { Clock, Duration, Effect, Either, Layer, Mailbox, Option, Schema, type Scope, Stream } from "effect"
+import { Chunk, Clock, Duration, Effect, Either, Layer, Mailbox, Option, Schema, type Scope, Stream } from "effect"
 import { children, decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
 import { type ObjectHash, parseHash, sha1 } from "../domain/ObjectHash.js"
 import { PackageName, Range, Segment, releaseTagName } from "../domain/Package.js"
 import * as Codec from "../protocol/SyncCodec.js"
+import * as AntiEntropy from "./AntiEntropy.js"
 import { type ConnectionError, type ConnectionInfo, SyncProtocol } from "./Connection.js"
 import { getFramed, missingReachable, ObjectStore, RefName } from "./ObjectStore.js"
 import { type Conversation, Conversations, ProposalPolicy } from "./ProposalPolicy.js"
@@ -167,8 +168,11 @@ export const session = (
     const limits = yield* SyncLimits
     const reader = yield* makeFrameReader(input)
     const frontier = yield* makeFrontier
-    const storeError = (e: { readonly _tag: string }) =>
-      sessionError("Store", `storage failed (${e._tag})`)
+    // A StoreError's detail is shown: e.g. an upstream pull-through cache says which upstream it could not reach.
+    const storeError = (e: { readonly _tag: string; readonly detail?: string | undefined }) =>
+      sessionError("Store", e._tag === "StoreError" && e.detail !== undefined ? e.detail : `storage failed (${e._tag})`)
+    // Anti-entropy queries (docs/peers.md): digest, digests, refs, peers.
+    const digestQueries = AntiEntropy.makeQueries(store)
 
     // Handshake ------------------------------------------------------------------------------
     const first = yield* reader.next
@@ -235,8 +239,13 @@ export const session = (
             conversation = found.value
             return "attached"
           }
-          default:
+          default: {
+            const extra = digestQueries.answer(command, words)
+            if (Option.isSome(extra)) {
+              return yield* extra.value.pipe(Effect.mapError((e) => sessionError(e.reason === "Store" ? "Store" : "BadQuery", e.detail)))
+            }
             return yield* Effect.fail(sessionError("BadQuery", `unknown query ${JSON.stringify(command)}`))
+          }
         }
       })
 
@@ -539,8 +548,23 @@ export const serveWith = (versions: ReadonlyArray<number> = SERVER_VERSIONS) =>
         Effect.ensuring(out.end),
         Effect.forkScoped
       )
-      return Mailbox.toStream(out)
+      // Frames waiting together leave as one buffer: one socket write per batch, not per object.
+      return Mailbox.toStream(out).pipe(Stream.mapChunks(coalesce))
     }))
+
+const coalesce = (chunk: Chunk.Chunk<Uint8Array>): Chunk.Chunk<Uint8Array> => {
+  if (chunk.length <= 1) return chunk
+  const parts = Chunk.toReadonlyArray(chunk)
+  let size = 0
+  for (const p of parts) size += p.length
+  const out = new Uint8Array(size)
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return Chunk.of(out)
+}
 
 // ---------------------------------------------------------------------------------------------
 // Layers
