@@ -5,7 +5,7 @@
  */
 import { Either, Schema } from "effect"
 import { createHash } from "node:crypto"
-import { hashFromBytes, hashToBytes, ObjectHash } from "./ObjectHash.js"
+import { hashFromBytes, hashToBytes, type ObjectHash, trustedHash } from "./ObjectHash.js"
 
 export const ObjectType = Schema.Literal("blob", "tree", "commit", "tag")
 export type ObjectType = typeof ObjectType.Type
@@ -67,7 +67,7 @@ export const frame = (type: ObjectType, body: Uint8Array): Uint8Array => {
 
 /** The hash of an object of this type and body (hashed in place: the body is not copied into a frame). */
 export const hashOf = (type: ObjectType, body: Uint8Array): ObjectHash =>
-  ObjectHash.make(createHash("sha1").update(`${type} ${body.length}\0`, "latin1").update(body).digest("hex"))
+  trustedHash(createHash("sha1").update(`${type} ${body.length}\0`, "latin1").update(body).digest("hex"))
 
 /** Longest header: "commit " + 20 digits + NUL. */
 const MAX_HEADER = 32
@@ -220,7 +220,7 @@ export const decodeTag = (body: Uint8Array): Either.Either<Tag, InvalidObject> =
     at = eol < 0 ? rest.length : eol + 1
   }
   return Either.right({
-    object: ObjectHash.make(object),
+    object: trustedHash(object),
     type,
     tag: name,
     tagger,

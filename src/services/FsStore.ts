@@ -16,7 +16,7 @@ import { Effect, Either, Layer, Option, Schedule, Schema } from "effect"
 import { randomBytes } from "node:crypto"
 import { deflate, deflateSync, inflate } from "node:zlib"
 import { frame, hashOf, type ObjectType, unframe } from "../domain/GitObject.js"
-import { ObjectHash } from "../domain/ObjectHash.js"
+import { type ObjectHash, trustedHash } from "../domain/ObjectHash.js"
 import {
   casRefusal, CorruptObject, DEFAULT_MAX_OBJECT, deleteRefusal, inflateExact, inflateFramed, ObjectNotFound, ObjectStore,
   type RefConflict, type RefEntry, RefName, StoreError, type StoredObject
@@ -190,7 +190,7 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
         const fanout = (yield* fs.readDirectory(objectsDir)).filter((d) => /^[0-9a-f]{2}$/.test(d))
         const lists = yield* Effect.forEach(fanout, (d) =>
           Effect.map(fs.readDirectory(path.join(objectsDir, d)), (names) =>
-            names.filter((n) => /^[0-9a-f]{38}$/.test(n)).map((n) => ObjectHash.make(d + n))), { concurrency: 8 })
+            names.filter((n) => /^[0-9a-f]{38}$/.test(n)).map((n) => trustedHash(d + n))), { concurrency: 8 })
         return lists.flat()
       }).pipe(Effect.mapError(fail("listObjects")))
 
@@ -201,7 +201,7 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
 
     const parseRefValue = (name: string, text: string): Either.Either<ObjectHash, string> => {
       const value = text.trim()
-      if (HEX40.test(value)) return Either.right(ObjectHash.make(value))
+      if (HEX40.test(value)) return Either.right(trustedHash(value))
       return Either.left(value.startsWith("ref: ")
         ? `${name} is a symbolic ref (${value}); upm only reads direct refs`
         : `${name} does not hold an object hash`)
@@ -235,7 +235,7 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
           const refs = new Map<string, ObjectHash>()
           for (const line of text.split("\n")) {
             const match = /^([0-9a-f]{40}) (refs\/\S+)$/.exec(line)
-            if (match !== null) refs.set(match[2]!, ObjectHash.make(match[1]!))
+            if (match !== null) refs.set(match[2]!, trustedHash(match[1]!))
           }
           return refs
         })

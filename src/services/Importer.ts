@@ -87,7 +87,6 @@ export const importDirectory = (dir: string, options: ImportOptions = {}) =>
     const concurrency = options.concurrency ?? 32
     const maxFiles = options.maxFiles ?? 1_000_000
     const maxFileSize = options.maxFileSize ?? 1024 * 1024 * 1024
-    const fileSlots = yield* Effect.makeSemaphore(concurrency)
     let files = 0
     let bytes = 0
 
@@ -150,69 +149,123 @@ export const importDirectory = (dir: string, options: ImportOptions = {}) =>
       return false
     }
 
-    /** One directory entry as a tree entry, or undefined when it is left out. */
-    const entry = (
-      abs: string,
-      rel: string,
-      name: string,
-      rules: ReadonlyArray<RuleSet>
-    ): Effect.Effect<TreeEntry | undefined, ImportError | StoreError> => {
-      if (name.toLowerCase() === ".git") return Effect.succeed(undefined)
-      const childRel = rel === "" ? name : `${rel}/${name}`
-      const bad = badEntryName(name)
-      if (bad !== undefined) return Effect.fail(new ImportError({ reason: "BadName", path: childRel, detail: bad }))
-      const childAbs = path.join(abs, name)
-      const always = rel === "" && name === MANIFEST_FILE
-      return Effect.flatMap(kindOf(childAbs, childRel), (kind): Effect.Effect<TreeEntry | undefined, ImportError | StoreError> => {
-        if (kind.kind === "other") return Effect.succeed(undefined)
-        if (!always && excluded(rules, childRel, kind.kind === "directory")) return Effect.succeed(undefined)
-        if (kind.kind === "directory") {
-          return Effect.map(walk(childAbs, childRel, rules), (hash) =>
-            hash === undefined ? undefined : { mode: "40000", name, hash })
+    // The walk has three flat phases, each one bounded `Effect.forEach` over everything at hand (nesting bounded
+    // loops per directory would multiply the concurrency by the depth): scan level by level, then read and store
+    // every file, then store the trees deepest first.
+    interface Dir {
+      readonly abs: string
+      readonly rel: string
+      readonly rules: ReadonlyArray<RuleSet>
+      readonly children: Array<Child>
+      hash: ObjectHash | undefined
+    }
+    interface Child {
+      readonly name: string
+      readonly abs: string
+      readonly rel: string
+      readonly kind: Kind
+      readonly dir: Dir | undefined
+      hash: ObjectHash | undefined
+    }
+
+    /** Lists a directory and reads its `.upmignore`; the names to look at and the rules that apply below it. */
+    const list = (d: Dir) =>
+      Effect.gen(function* () {
+        const names = yield* fs.readDirectory(d.abs).pipe(Effect.mapError(unreadable(d.rel, "list it")))
+        let rules = d.rules
+        if (names.includes(IGNORE_FILE)) {
+          const where = d.rel === "" ? IGNORE_FILE : `${d.rel}/${IGNORE_FILE}`
+          const text = yield* fs.readFileString(path.join(d.abs, IGNORE_FILE)).pipe(Effect.mapError(unreadable(where, "read it")))
+          const matcher = yield* makeMatcher(text.split(/\r?\n/), where)
+          // The root's .upmignore sits below upm.json's ignore, which is applied after it (so it wins).
+          rules = d.rel === "" ? [{ base: "", matcher }, ...d.rules] : [...d.rules, { base: d.rel, matcher }]
         }
-        if (!always && Option.isSome(include) && !include.value.ignores(childRel)) return Effect.succeed(undefined)
-        return fileSlots.withPermits(1)(Effect.gen(function* () {
-          files++
-          if (files > maxFiles) {
-            return yield* Effect.fail(new ImportError({ reason: "TooLarge", path: childRel, detail: `more than ${maxFiles} files` }))
+        const items: Array<{ readonly parent: Dir; readonly name: string; readonly rules: ReadonlyArray<RuleSet> }> = []
+        for (const name of names.sort()) {
+          if (name.toLowerCase() === ".git") continue
+          const bad = badEntryName(name)
+          if (bad !== undefined) {
+            return yield* Effect.fail(new ImportError({ reason: "BadName", path: d.rel === "" ? name : `${d.rel}/${name}`, detail: bad }))
           }
-          if (kind.kind === "symlink") {
-            const hash = yield* store.put("blob", new TextEncoder().encode(kind.target))
-            return { mode: "120000", name, hash } satisfies TreeEntry
-          }
-          if (kind.size > maxFileSize) {
-            return yield* Effect.fail(new ImportError({
-              reason: "TooLarge", path: childRel, detail: `${kind.size} bytes, more than the limit of ${maxFileSize}`
-            }))
-          }
-          const body = yield* fs.readFile(childAbs).pipe(Effect.mapError(unreadable(childRel, "read it")))
-          bytes += body.length
-          const hash = yield* store.put("blob", body)
-          return { mode: kind.executable ? "100755" : "100644", name, hash } satisfies TreeEntry
-        }))
+          items.push({ parent: d, name, rules })
+        }
+        return items
+      })
+
+    /** What one name is, and whether it is kept. */
+    const classify = (item: { readonly parent: Dir; readonly name: string; readonly rules: ReadonlyArray<RuleSet> }) => {
+      const { parent, name, rules } = item
+      const rel = parent.rel === "" ? name : `${parent.rel}/${name}`
+      const abs = path.join(parent.abs, name)
+      const always = parent.rel === "" && name === MANIFEST_FILE
+      return Effect.map(kindOf(abs, rel), (kind): Child | undefined => {
+        if (kind.kind === "other") return undefined
+        if (!always && excluded(rules, rel, kind.kind === "directory")) return undefined
+        if (kind.kind === "directory") {
+          return { name, abs, rel, kind, hash: undefined, dir: { abs, rel, rules, children: [], hash: undefined } }
+        }
+        if (!always && Option.isSome(include) && !include.value.ignores(rel)) return undefined
+        return { name, abs, rel, kind, dir: undefined, hash: undefined }
       })
     }
 
-    const walk = (abs: string, rel: string, inherited: ReadonlyArray<RuleSet>): Effect.Effect<
-      ObjectHash | undefined, ImportError | StoreError
-    > =>
+    const store1 = (child: Child) =>
       Effect.gen(function* () {
-        const names = yield* fs.readDirectory(abs).pipe(Effect.mapError(unreadable(rel, "list it")))
-        let rules = inherited
-        if (names.includes(IGNORE_FILE)) {
-          const where = rel === "" ? IGNORE_FILE : `${rel}/${IGNORE_FILE}`
-          const text = yield* fs.readFileString(path.join(abs, IGNORE_FILE)).pipe(Effect.mapError(unreadable(where, "read it")))
-          const matcher = yield* makeMatcher(text.split(/\r?\n/), where)
-          // The root's .upmignore sits below upm.json's ignore, which is applied after it (so it wins).
-          rules = rel === "" ? [{ base: "", matcher }, ...inherited] : [...inherited, { base: rel, matcher }]
+        const kind = child.kind
+        if (kind.kind === "symlink") {
+          child.hash = yield* store.put("blob", new TextEncoder().encode(kind.target))
+          return
         }
-        const entries = yield* Effect.forEach(names, (name) => entry(abs, rel, name, rules), { concurrency })
-        const kept = entries.filter((e): e is TreeEntry => e !== undefined)
-        if (kept.length === 0 && rel !== "") return undefined
-        return yield* store.put("tree", encodeTree(kept))
+        if (kind.kind !== "file") return
+        if (kind.size > maxFileSize) {
+          return yield* Effect.fail(new ImportError({
+            reason: "TooLarge", path: child.rel, detail: `${kind.size} bytes, more than the limit of ${maxFileSize}`
+          }))
+        }
+        const body = yield* fs.readFile(child.abs).pipe(Effect.mapError(unreadable(child.rel, "read it")))
+        bytes += body.length
+        child.hash = yield* store.put("blob", body)
       })
 
-    const tree = yield* walk(dir, "", [{ base: "", matcher: extra }])
+    const rootDir: Dir = { abs: dir, rel: "", rules: [{ base: "", matcher: extra }], children: [], hash: undefined }
+    const levels: Array<ReadonlyArray<Dir>> = []
+    const leaves: Array<Child> = []
+    let level: ReadonlyArray<Dir> = [rootDir]
+    while (level.length > 0) {
+      levels.push(level)
+      const items = (yield* Effect.forEach(level, list, { concurrency })).flat()
+      const children = yield* Effect.forEach(items, classify, { concurrency })
+      const next: Array<Dir> = []
+      items.forEach((item, i) => {
+        const child = children[i]
+        if (child === undefined) return
+        item.parent.children.push(child)
+        if (child.dir !== undefined) next.push(child.dir)
+        else leaves.push(child)
+      })
+      if (leaves.length > maxFiles) {
+        return yield* Effect.fail(new ImportError({ reason: "TooLarge", path: "", detail: `more than ${maxFiles} files` }))
+      }
+      level = next
+    }
+    yield* Effect.forEach(leaves, store1, { concurrency, discard: true })
+    files = leaves.length
+    for (const dirs of levels.reverse()) {
+      yield* Effect.forEach(dirs, (d) => {
+        const entries: Array<TreeEntry> = []
+        for (const c of d.children) {
+          const hash = c.dir !== undefined ? c.dir.hash : c.hash
+          if (hash === undefined) continue
+          const mode = c.kind.kind === "directory" ? "40000" : c.kind.kind === "symlink" ? "120000"
+            : c.kind.kind === "file" && c.kind.executable ? "100755" : "100644"
+          entries.push({ mode, name: c.name, hash })
+        }
+        // git records no empty directories (the root is the exception: an empty package is the empty tree)
+        if (entries.length === 0 && d.rel !== "") return Effect.void
+        return Effect.map(store.put("tree", encodeTree(entries)), (hash) => { d.hash = hash })
+      }, { concurrency, discard: true })
+    }
+    const tree = rootDir.hash
     if (tree === undefined) return yield* Effect.dieMessage("the root directory always gives a tree")
     const result: ImportResult = { tree, files, bytes, manifest }
     return result
