@@ -3,7 +3,9 @@ import { Args, Command, HelpDoc, Options } from "@effect/cli"
 import { Clock, Console, Effect, Either, Option } from "effect"
 import { parseIdentifier } from "../domain/Package.js"
 import { install as runInstall, type InstallEvent } from "../services/Install.js"
-import { formatPath } from "../services/Resolver.js"
+import { Remote } from "../services/Remote.js"
+import { formatPath, PackageNotFound } from "../services/Resolver.js"
+import { suggestions } from "./query.js"
 import { clientLayer, json, note, printJson, server, verbose } from "./common.js"
 import { bar, transferPayload } from "./progress.js"
 
@@ -45,6 +47,15 @@ export const install = Command.make("install", { packages, into, frozen, server,
     const elapsed = (yield* Clock.currentTimeMillis) - start
     return { result, elapsed }
   })).pipe(
+    // A name that does not exist: the closest names the server knows.
+    Effect.catchTag("PackageNotFound", (e) =>
+      Effect.gen(function* () {
+        const remote = yield* Remote
+        const found = (yield* remote.connected)
+          ? yield* remote.session.pipe(Effect.flatMap((s) => suggestions(s, e.name)), Effect.orElseSucceed(() => []))
+          : []
+        return yield* new PackageNotFound({ name: e.name, path: e.path, suggestions: found })
+      })),
     Effect.flatMap(({ result, elapsed }) =>
       Effect.gen(function* () {
         if (o.json) return yield* printJson(result)

@@ -3,9 +3,11 @@
  * finds everything it needs in the local store never connects (`upm install` with a current lockfile does no
  * network work at all).
  */
-import { Context, Effect, Layer, type Option, Schema, Scope } from "effect"
+import { Context, Duration, Effect, Layer, type Option, Schema, Scope } from "effect"
 import { ClientConfig, type InvalidServerAddress, type ServerAddress, type Source } from "./ClientConfig.js"
 import { SyncClient, type SyncClientError, type SyncSession } from "./SyncClient.js"
+
+const CONNECT_TIMEOUT = Duration.seconds(10)
 
 export class ServerUnreachable extends Schema.TaggedError<ServerUnreachable>()("ServerUnreachable", {
   address: Schema.String,
@@ -36,7 +38,13 @@ export const make = (flag: Option.Option<string>): Effect.Effect<Remote["Type"],
     const open = Effect.gen(function* () {
       const { address: at, source } = yield* address
       const session = yield* client.connect({ host: at.host, port: at.port }).pipe(
+        // A server that accepts but never completes the handshake (stuck, or shutting down) is unreachable too.
+        Effect.timeoutFail({
+          duration: CONNECT_TIMEOUT,
+          onTimeout: () => new ServerUnreachable({ address: at.toString(), source: sourceText[source], detail: `no handshake within ${Duration.format(CONNECT_TIMEOUT)}` })
+        }),
         Effect.mapError((e) =>
+          e._tag === "ServerUnreachable" ? e :
           e.reason === "Connect" || (e.reason === "Closed" && !opened)
             ? new ServerUnreachable({ address: at.toString(), source: sourceText[source], detail: e.detail })
             : e),
