@@ -60,13 +60,13 @@ export interface Progress {
 export interface TransferOptions {
   readonly onProgress?: (progress: Progress) => Effect.Effect<void>
   /**
-   * Pull, protocol v1: roots whose whole graphs are stored locally (e.g. the tags of installed releases of the
+   * Pull, protocol v2: roots whose whole graphs are stored locally (e.g. the tags of installed releases of the
    * same package); the server leaves out everything they reach. At most 16 are sent.
    */
   readonly haves?: ReadonlyArray<ObjectHash>
 }
 
-/** Hashes per v1 `fetch` query (the rest go in further fetches, sent at once). */
+/** Hashes per v2 `fetch` query (the rest go in further fetches, sent at once). */
 const FETCH_BATCH = 500
 
 export interface PullResult {
@@ -127,7 +127,7 @@ export interface SyncClientOptions {
 }
 
 export const defaultOptions: SyncClientOptions = {
-  versions: [0, 1],
+  versions: [0, 2],
   maxWantBatches: 16,
   maxObjectSize: 128 * 1024 * 1024,
   maxTextSize: 1024 * 1024,
@@ -259,7 +259,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
       })
 
     /**
-     * v0 (and v1's fallback): WANT what is missing below `root`, level by level, up to `maxWantBatches` WANT
+     * v0 (and v2's fallback): WANT what is missing below `root`, level by level, up to `maxWantBatches` WANT
      * frames in flight.
      */
     const wantLoop = (root: ObjectHash, stats: Stats, onProgress: (p: Progress) => Effect.Effect<void>) =>
@@ -324,7 +324,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
       })
 
     /**
-     * v1: `?fetch <missing…> have <haves…>` — the server streams the whole missing graph parent first, then
+     * v2: `?fetch <missing…> have <haves…>` — the server streams the whole missing graph parent first, then
      * `!fetched <n>`. Each object must hang below one already received (or be one of the named roots).
      */
     const fetchStream = (
@@ -376,7 +376,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
       serial(Effect.gen(function* () {
         const onProgress = opts.onProgress ?? (() => Effect.void)
         const stats: Stats = { objects: 0, bytes: 0, wants: 0, rounds: 0 }
-        if (version >= 1) yield* fetchStream(root, opts.haves ?? [], stats, onProgress)
+        if (version >= 2) yield* fetchStream(root, opts.haves ?? [], stats, onProgress)
         yield* wantLoop(root, stats, onProgress)
         const left = yield* missingBelow(root)
         if (left.length > 0) {
@@ -412,7 +412,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
           })
         yield* sendObject(yield* framedOf(tagHash))
         yield* out.flush
-        if (version >= 1) {
+        if (version >= 2) {
           // The server names what it needs and which releases it has; stream the graph below the former minus
           // what the latter reach, parent first, then ask for the verdict.
           const first = yield* next

@@ -67,7 +67,7 @@ export const closure = (roots: ReadonlyArray<ObjectHash>, limit = 1_000_000) =>
 /**
  * Visits the graph below `roots` parent first (breadth first), each object once, skipping whole subgraphs whose
  * root is in `skip`. Every visited object must be stored (ObjectNotFound otherwise). This is the order in which
- * protocol v1 streams a graph: the receiver can check each object against the trees it already has.
+ * protocol v2 streams a graph: the receiver can check each object against the trees it already has.
  */
 export const walkParentFirst = <E, R>(
   roots: ReadonlyArray<ObjectHash>,

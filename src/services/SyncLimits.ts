@@ -9,7 +9,7 @@ export interface SyncLimitsShape {
   readonly maxObjectSize: number
   /** Largest QUERY/REPLY text in bytes. */
   readonly maxTextSize: number
-  /** For deflated SENDs (protocol v1 option): most bytes an object may inflate to per byte received. */
+  /** For deflated SENDs (a possible protocol extension, not implemented): most bytes an object may inflate to per byte received. */
   readonly maxInflateRatio: number
   /** WANT frames (of up to 64 hashes each) the server keeps outstanding during a push. */
   readonly maxWantBatches: number

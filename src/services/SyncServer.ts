@@ -39,12 +39,18 @@ export class SyncSessionError extends Schema.TaggedError<SyncSessionError>()("Sy
 
 const sessionError = (reason: SyncSessionError["reason"], detail: string) => new SyncSessionError({ reason, detail })
 
-/** Protocol versions this server speaks, lowest first. */
-export const SERVER_VERSIONS: ReadonlyArray<number> = [0, 1]
+/**
+ * Protocol versions this server speaks, lowest first. upm's extension is version 2, not 1: seed 004's own
+ * example handshake is `lit?0,1` → `lit!0`, so a client that copies it must get version 0 (docs/protocol.md).
+ */
+export const SERVER_VERSIONS: ReadonlyArray<number> = [0, 2]
 
-/** At most this many `have` roots of a v1 `fetch` are used (the rest are ignored), and named in a `need`. */
+/** The first protocol version with graph streams (`fetch`, `need`/`verify`). */
+export const STREAM_VERSION = 2
+
+/** At most this many `have` roots of a v2 `fetch` are used (the rest are ignored), and named in a `need`. */
 export const MAX_HAVES = 16
-/** At most this many hashes in a v1 `!need` (anything beyond is WANTed after `?verify`). */
+/** At most this many hashes in a v2 `!need` (anything beyond is WANTed after `?verify`). */
 export const MAX_NEED = 10_000
 
 /** Where a queued (not yet accepted) release waits: `refs/upm/queue/<owner>/<name>/v<version>` → tag hash. */
@@ -146,8 +152,8 @@ interface Push {
   outstanding: number
   total: number
   /**
-   * "want": the server asks for what is missing (v0, and v1 after `?verify`).
-   * "stream" (v1): the client streams the graph parent first; `permitted` holds what may come next.
+   * "want": the server asks for what is missing (v0, and v2 after `?verify`).
+   * "stream" (v2): the client streams the graph parent first; `permitted` holds what may come next.
    */
   mode: "want" | "stream"
   readonly permitted: Map<ObjectHash, ObjectType | undefined>
@@ -367,12 +373,12 @@ export const session = (
         yield* putObject(object)
         const p: Push = {
           release, asked: new Map(), queue: [], queued: new Set(), batchOf: new Map(), outstanding: 0, total: 1,
-          mode: version >= 1 ? "stream" : "want", permitted: new Map()
+          mode: version >= STREAM_VERSION ? "stream" : "want", permitted: new Map()
         }
         // Already sealed with this very tag: nothing to ask, nothing to decide again.
         if (existing !== undefined) return yield* confirm(release)
-        if (version >= 1) {
-          // v1: name what is missing and what the client may assume we have; the client streams the graph
+        if (version >= STREAM_VERSION) {
+          // v2: name what is missing and what the client may assume we have; the client streams the graph
           // below the former minus the latter, then asks `?verify`.
           const missing = yield* missingReachable(release.tree).pipe(
             Effect.provideService(ObjectStore, store),
@@ -398,7 +404,7 @@ export const session = (
       for (const child of children(object)) if (!p.permitted.has(child.hash)) p.permitted.set(child.hash, child.type)
     }
 
-    /** v1: an object streamed by the client, acceptable if a tree (or the tag) already received points at it. */
+    /** v2: an object streamed by the client, acceptable if a tree (or the tag) already received points at it. */
     const receiveStreamed = (p: Push, data: Uint8Array, hash: ObjectHash) =>
       Effect.gen(function* () {
         const announced = p.permitted.get(hash)
@@ -418,7 +424,7 @@ export const session = (
         permit(p, object)
       })
 
-    /** v1 `?verify <tag>`: the client has streamed what it had to; complete the graph with WANTs, then decide. */
+    /** v2 `?verify <tag>`: the client has streamed what it had to; complete the graph with WANTs, then decide. */
     const verify = (hash: ObjectHash) =>
       Effect.gen(function* () {
         const p = push
@@ -436,7 +442,7 @@ export const session = (
         yield* pump(p)
       })
 
-    /** v1 `?fetch <root>… [have <hash>…]`: the whole graph below the roots, minus what the haves reach. */
+    /** v2 `?fetch <root>… [have <hash>…]`: the whole graph below the roots, minus what the haves reach. */
     const fetch = (words: ReadonlyArray<string>) =>
       Effect.gen(function* () {
         const at = words.indexOf("have")
@@ -504,13 +510,13 @@ export const session = (
       switch (frame._tag) {
         case "Query": {
           const words = frame.text.trim().split(/\s+/)
-          if (version >= 1 && words[0] === "verify" && words.length === 2) {
+          if (version >= STREAM_VERSION && words[0] === "verify" && words.length === 2) {
             const hash = yield* Either.match(parseHash(words[1]!), {
               onLeft: () => Effect.fail(sessionError("BadQuery", `bad hash ${JSON.stringify(words[1])}`)),
               onRight: (h) => Effect.succeed(h)
             })
             yield* verify(hash)
-          } else if (version >= 1 && words[0] === "fetch") {
+          } else if (version >= STREAM_VERSION && words[0] === "fetch") {
             yield* fetch(words.slice(1))
           } else {
             yield* emit(Codec.reply(yield* answer(frame.text)))

@@ -279,21 +279,21 @@ describe("SyncClient ⇄ SyncServer (in memory)", () => {
     }))
 })
 
-describe("protocol v1: the graph in one stream", () => {
-  const v1 = { versions: [0, 1] }
+describe("protocol v2: the graph in one stream", () => {
+  const v2 = { versions: [0, 2] }
 
   it.scoped("push and pull take one round trip each after the handshake, whatever the depth", () =>
     Effect.gen(function* () {
       const server = yield* makeServer()
-      const alice = yield* makeClient(server, v1)
+      const alice = yield* makeClient(server, v2)
       const { tag } = yield* makeRelease(alice.store, "alice/deep", "1.0.0", deepFiles(10, 3))
       const total = yield* countReachable(alice.store, tag)
       const session = yield* alice.connect
-      assert.strictEqual(session.version, 1)
+      assert.strictEqual(session.version, 2)
       const pushed = yield* session.push(tag)
       // handshake, tag → !need, stream + ?verify → !conf: 3 round trips, no WANT.
       assert.deepStrictEqual([pushed.status, pushed.objects, pushed.wants], ["Sealed", total, 0])
-      const bob = yield* makeClient(server, v1)
+      const bob = yield* makeClient(server, v2)
       const bobSession = yield* bob.connect
       const found = yield* bobSession.match(pkg("alice/deep"))
       assert.isTrue(Option.isSome(found))
@@ -306,7 +306,7 @@ describe("protocol v1: the graph in one stream", () => {
   it.scoped("a one-file republish sends only the blob and the trees on its path, both ways", () =>
     Effect.gen(function* () {
       const server = yield* makeServer()
-      const alice = yield* makeClient(server, v1)
+      const alice = yield* makeClient(server, v2)
       const session = yield* alice.connect
       const files = deepFiles(4, 5)
       const { tag: v1tag } = yield* makeRelease(alice.store, "alice/pkg", "1.0.0", files)
@@ -316,7 +316,7 @@ describe("protocol v1: the graph in one stream", () => {
       const pushed = yield* session.push(v2tag)
       assert.deepStrictEqual([pushed.objects, pushed.wants], [4, 0]) // tag, root tree, sub tree, the blob
 
-      const bob = yield* makeClient(server, v1)
+      const bob = yield* makeClient(server, v2)
       const bobSession = yield* bob.connect
       yield* bobSession.pull(v1tag)
       const upgrade = yield* bobSession.pull(v2tag, { haves: [v1tag] })
@@ -325,10 +325,10 @@ describe("protocol v1: the graph in one stream", () => {
       assert.deepStrictEqual([(yield* session.push(v2tag)).objects, (yield* session.push(v2tag)).status], [1, "Sealed"])
     }))
 
-  it.scoped("an interrupted v1 push resumes: the server names only what it still needs", () =>
+  it.scoped("an interrupted v2 push resumes: the server names only what it still needs", () =>
     Effect.gen(function* () {
       const server = yield* makeServer()
-      const alice = yield* makeClient(server, v1)
+      const alice = yield* makeClient(server, v2)
       // Files of ~10 kB, so the client's 256 kB write buffer goes out several times before the interruption.
       const big = { lib: Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`f${i}.txt`, `${i} `.repeat(3000)])) }
       const { tag } = yield* makeRelease(alice.store, "alice/big", "1.0.0", big)
@@ -355,14 +355,14 @@ describe("protocol v1: the graph in one stream", () => {
       assert.strictEqual(second.objects, 1 + total - stored)
     }))
 
-  it.scoped("an interrupted v1 pull resumes from what is stored locally", () =>
+  it.scoped("an interrupted v2 pull resumes from what is stored locally", () =>
     Effect.gen(function* () {
       const server = yield* makeServer()
-      const alice = yield* makeClient(server, v1)
+      const alice = yield* makeClient(server, v2)
       const { tag } = yield* makeRelease(alice.store, "alice/big", "1.0.0", wideFiles(150))
       const total = yield* countReachable(alice.store, tag)
       yield* (yield* alice.connect).push(tag)
-      const bob = yield* makeClient(server, v1)
+      const bob = yield* makeClient(server, v2)
       const first = yield* Effect.scoped(Effect.gen(function* () {
         const session = yield* bob.connect
         return yield* session.pull(tag, { onProgress: (p) => (p.objects >= 70 ? Effect.interrupt : Effect.void) })
@@ -375,23 +375,23 @@ describe("protocol v1: the graph in one stream", () => {
       assert.deepStrictEqual([second.objects, second.wants], [total - have, 0])
     }))
 
-  it.scoped("a v1 client talks v0 to a server that only speaks v0", () =>
+  it.scoped("a v2 client talks v0 to a server that only speaks v0", () =>
     Effect.gen(function* () {
       const server = yield* makeServer({ versions: [0] })
-      const alice = yield* makeClient(server, v1)
+      const alice = yield* makeClient(server, v2)
       const { tag } = yield* makeRelease(alice.store, "alice/pkg", "1.0.0", deepFiles(3))
       const session = yield* alice.connect
       assert.strictEqual(session.version, 0)
       assert.strictEqual((yield* session.push(tag)).status, "Sealed")
-      const bob = yield* makeClient(server, v1)
+      const bob = yield* makeClient(server, v2)
       assert.isAbove((yield* (yield* bob.connect).pull(tag)).wants, 0)
     }))
 
-  it.scoped("concurrent v1 pushes of different content for one version: one wins, the other gets a conflict", () =>
+  it.scoped("concurrent v2 pushes of different content for one version: one wins, the other gets a conflict", () =>
     Effect.gen(function* () {
       const server = yield* makeServer()
-      const a = yield* makeClient(server, v1)
-      const b = yield* makeClient(server, v1)
+      const a = yield* makeClient(server, v2)
+      const b = yield* makeClient(server, v2)
       const { tag: ta } = yield* makeRelease(a.store, "alice/pkg", "1.0.0", wideFiles(100, "a"))
       const { tag: tb } = yield* makeRelease(b.store, "alice/pkg", "1.0.0", wideFiles(100, "b"))
       const [ra, rb] = yield* Effect.all([Effect.either(Effect.flatMap(a.connect, (s) => s.push(ta))),

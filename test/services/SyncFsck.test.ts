@@ -10,13 +10,13 @@ import { makeFs } from "../../src/services/FsStore.js"
 import { deepFiles, makeClient, makeRelease, makeServer } from "./SyncFixtures.js"
 
 describe("sync into the fs store", () => {
-  it.scoped("v0 and v1 pushes leave a repository git fsck --strict accepts, with the release tags readable", () =>
+  it.scoped("v0 and v2 pushes leave a repository git fsck --strict accepts, with the release tags readable", () =>
     Effect.gen(function* () {
       const dir = mkdtempSync(join(tmpdir(), "upm-sync-fsck-"))
       yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
       const store = yield* makeFs(dir)
       const server = yield* makeServer({ store })
-      for (const versions of [[0], [0, 1]]) {
+      for (const versions of [[0], [0, 2]]) {
         const client = yield* makeClient(server, { versions })
         const version = `1.0.${versions.length}`
         const { tag } = yield* makeRelease(client.store, "alice/pkg", version, { ...deepFiles(4, 3, version), "upm.json": "{}" })

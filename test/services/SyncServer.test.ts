@@ -52,9 +52,9 @@ const sealDirect = (server: Server, store: ObjectStore["Type"], name: string, ve
   })
 
 describe("SyncServer: seed 004's transcript and the decisions in docs/protocol.md, byte for byte", () => {
-  it.scoped("handshake and match, exactly as the seed shows them (a server speaking version 0)", () =>
+  it.scoped("handshake and match, exactly as the seed shows them", () =>
     Effect.gen(function* () {
-      const server = yield* makeServer({ versions: [0] })
+      const server = yield* makeServer()
       const client = yield* makeClient(server)
       const { tag, tree } = yield* makeRelease(client.store, "creationix/jack", "0.1.2", { "init.lua": "return {}\n" })
       yield* sealDirect(server, client.store, "creationix/jack", "0.1.2", tag, tree)
@@ -66,8 +66,8 @@ describe("SyncServer: seed 004's transcript and the decisions in docs/protocol.m
         "?match creationix/none\n\n"
       ])
       assert.strictEqual(out, `lit!0\n!0.1.2 ${tag}\n\n!0.1.2 ${tag}\n\n!\n\n!\n\n`)
-      // upm's server speaks 0 and 1: the highest common version wins.
-      assert.strictEqual(yield* rawSession(yield* makeServer(), ["lit?0,1\n"]), "lit!1\n")
+      // upm's server speaks 0 and 2 (its extension): the highest common version wins; 1 is never chosen.
+      assert.strictEqual(yield* rawSession(yield* makeServer(), ["lit?0,1,2\n"]), "lit!2\n")
       assert.strictEqual(yield* rawSession(yield* makeServer(), ["lit?0\n"]), "lit!0\n")
     }))
 
@@ -106,7 +106,7 @@ describe("SyncServer: seed 004's transcript and the decisions in docs/protocol.m
       const server = yield* makeServer()
       assert.strictEqual(
         yield* rawSession(server, ["lit?5,6\n", "?authors\n\n"]),
-        "!error no common protocol version: client speaks 5,6, server speaks 0,1\n\n"
+        "!error no common protocol version: client speaks 5,6, server speaks 0,2\n\n"
       )
     }))
 
@@ -311,7 +311,7 @@ describe("SyncServer: timeouts on the TestClock", () => {
     }))
 })
 
-describe("SyncServer: protocol v1 frames, byte for byte", () => {
+describe("SyncServer: protocol v2 frames, byte for byte", () => {
   it.scoped("push: tag → !need <tree> have <previous tag>; streamed objects must hang below what was needed", () =>
     Effect.gen(function* () {
       const server = yield* makeServer()
@@ -319,7 +319,7 @@ describe("SyncServer: protocol v1 frames, byte for byte", () => {
       const first = yield* makeRelease(c.store, "alice/pkg", "1.0.0", deepFiles(1))
       yield* (yield* c.connect).push(first.tag)
       const next = yield* makeRelease(c.store, "alice/pkg", "1.0.1", deepFiles(1, 2, "!"))
-      const raw = yield* rawClient(server, [0, 1])
+      const raw = yield* rawClient(server, [0, 2])
       yield* raw.write(Codec.send(yield* framedIn(c.store, next.tag)))
       assert.deepStrictEqual(yield* raw.expect, Codec.reply(`need ${next.tree} have ${first.tag}`))
       yield* raw.write(Codec.send(yield* framedIn(c.store, next.tree)))
@@ -337,7 +337,7 @@ describe("SyncServer: protocol v1 frames, byte for byte", () => {
       const c = yield* makeClient(server)
       const { tag, tree } = yield* makeRelease(c.store, "alice/pkg", "1.0.0", { "a.txt": "a\n" })
       const blob = hashOf("blob", text.encode("a\n"))
-      const raw = yield* rawClient(server, [0, 1])
+      const raw = yield* rawClient(server, [0, 2])
       yield* raw.write(Codec.send(yield* framedIn(c.store, tag)))
       assert.deepStrictEqual(yield* raw.expect, Codec.reply(`need ${tree}`))
       yield* raw.write(Codec.send(yield* framedIn(c.store, tree)))
@@ -356,8 +356,8 @@ describe("SyncServer: protocol v1 frames, byte for byte", () => {
       const two = yield* makeRelease(c.store, "alice/pkg", "1.0.1", { "a.txt": "a\n", "b.txt": "B\n" })
       yield* (yield* c.connect).push(two.tag)
       const send = (h: ObjectHash) => Effect.map(framedIn(c.store, h), (f) => Buffer.from(Either.getOrThrow(Codec.encodeEither(Codec.send(f)))).toString("latin1"))
-      const out = yield* rawSession(server, ["lit?1\n", `?fetch ${two.tag} have ${one.tag}\n\n`])
-      assert.strictEqual(out, `lit!1\n${yield* send(two.tag)}${yield* send(two.tree)}${yield* send(hashOf("blob", text.encode("B\n")))}!fetched 3\n\n`)
+      const out = yield* rawSession(server, ["lit?2\n", `?fetch ${two.tag} have ${one.tag}\n\n`])
+      assert.strictEqual(out, `lit!2\n${yield* send(two.tag)}${yield* send(two.tree)}${yield* send(hashOf("blob", text.encode("B\n")))}!fetched 3\n\n`)
       assert.strictEqual(yield* rawSession(server, ["lit?0\n", `?fetch ${two.tag}\n\n`]), "lit!0\n!error unknown query \"fetch\"\n\n")
     }))
 })
