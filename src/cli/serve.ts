@@ -2,12 +2,15 @@
  * `upm serve`: runs the server (Server.layer) until SIGINT/SIGTERM, then shuts down gracefully.
  *
  *   upm serve [--host H] [--port P] [--store SPEC] [--config FILE] [--shutdown-grace 10s]
+ *             [--http-port P | --no-http] [--log-format logfmt|json]
  *
  * Settings: flags > UPM_HOST / UPM_PORT / UPM_STORE / UPM_SHUTDOWN_GRACE > the config file (--config, or
  * ./upm.server.json when present) > defaults (127.0.0.1:4822, fs:./data). See docs/operations.md.
  */
 import { Command, Options } from "@effect/cli"
 import { Effect, Layer, Option } from "effect"
+import * as HttpServer from "../services/HttpServer.js"
+import * as Metrics from "../services/Metrics.js"
 import * as Server from "../services/Server.js"
 import * as ServerConfig from "../services/ServerConfig.js"
 
@@ -32,10 +35,20 @@ const shutdownGrace = Options.text("shutdown-grace").pipe(
   Options.optional
 )
 
+const httpPort = Options.integer("http-port").pipe(
+  Options.withDescription("HTTP port for the read API and web page (default 4823; 0 picks a free port)"),
+  Options.optional
+)
+const noHttp = Options.boolean("no-http").pipe(Options.withDescription("do not start the HTTP server"))
+const logFormat = Options.choice("log-format", ["logfmt", "json"]).pipe(
+  Options.withDescription("structured log lines: logfmt (default) or one JSON object per line"),
+  Options.withDefault("logfmt" as const)
+)
+
 const given = <K extends string, A>(key: K, value: Option.Option<A>): { [P in K]?: A } =>
   Option.match(value, { onNone: () => ({}), onSome: (v) => ({ [key]: v }) as { [P in K]?: A } })
 
-export const serve = Command.make("serve", { host, port, store, config, shutdownGrace }, (flags) =>
+export const serve = Command.make("serve", { host, port, store, config, shutdownGrace, httpPort, noHttp, logFormat }, (flags) =>
   Effect.gen(function* () {
     const loaded = yield* ServerConfig.load({
       configPath: flags.config,
@@ -46,13 +59,17 @@ export const serve = Command.make("serve", { host, port, store, config, shutdown
         ...given("shutdownGrace", flags.shutdownGrace)
       }
     })
+    const config = HttpServer.withHttpFlags(loaded.config, {
+      ...given("port", flags.httpPort),
+      ...(flags.noHttp ? { enabled: false } : {})
+    })
     yield* Effect.logInfo("starting").pipe(
       Effect.annotateLogs({
-        ...ServerConfig.describe(loaded.config),
+        ...ServerConfig.describe(config),
         config: Option.getOrElse(loaded.file, () => "(none)"),
         pid: process.pid
       })
     )
-    return yield* Layer.launch(Server.layer(loaded.config))
-  })
+    return yield* Layer.launch(Server.layer(config))
+  }).pipe(Effect.provide(Metrics.layerLogger(flags.logFormat)))
 ).pipe(Command.withDescription("Run the upm server (sync and message protocols on one TCP port)"))

@@ -289,7 +289,8 @@ export const layerIfEnabled = (
 
 /**
  * The server from the `http` section of the running server's config (CurrentServerConfig), on the TCP
- * listener's host unless the section names one.
+ * listener's host unless the section names one. When the TCP port is 0 (tests) and the section names no port,
+ * HTTP takes a free port too, so several test servers never fight over 4823.
  */
 export const layerFromServerConfig: Layer.Layer<
   never,
@@ -297,6 +298,17 @@ export const layerFromServerConfig: Layer.Layer<
   CurrentServerConfig | ObjectStore | Registry
 > = Layer.unwrapEffect(Effect.gen(function* () {
   const server = yield* CurrentServerConfig
-  const config = yield* decodeHttpConfig(server.http, "http config")
-  return layerIfEnabled(config, { defaultHost: server.host })
+  const section = server.http
+  const portGiven = Predicate.isRecord(section) && section["port"] !== undefined
+  const config = yield* decodeHttpConfig(section, "http config")
+  return layerIfEnabled(server.port === 0 && !portGiven ? { ...config, port: 0 } : config, { defaultHost: server.host })
 }))
+
+/** `upm serve --http-port P` / `--no-http`: the flags override the config file's `http` section. */
+export const withHttpFlags = <C extends { readonly http?: unknown }>(
+  config: C,
+  flags: { readonly port?: number; readonly enabled?: boolean }
+): C =>
+  flags.port === undefined && flags.enabled === undefined
+    ? config
+    : { ...config, http: { ...(Predicate.isRecord(config.http) ? config.http : {}), ...flags } }

@@ -21,7 +21,7 @@
  * | `upm_handler_restarts_total` | counter | `handler` |
  * | `upm_sync_lag_seconds` | gauge | `peer` (how far behind the peer this server is) |
  */
-import { Effect, Layer, Logger, Metric, MetricBoundaries, MetricState, Option, Schema } from "effect"
+import { Effect, FiberRef, HashSet, Layer, Logger, Metric, MetricBoundaries, MetricState, Option, Schema } from "effect"
 import * as MetricKeyType from "effect/MetricKeyType"
 import type * as MetricPair from "effect/MetricPair"
 
@@ -183,8 +183,11 @@ export const LogFormat = Schema.Literal("logfmt", "json")
 export type LogFormat = typeof LogFormat.Type
 
 /**
- * Replaces the default logger with a structured one: logfmt lines or one JSON object per line. Annotations
- * (`requestId`, `connection`, …) appear as fields. Run under `runMain({ disablePrettyLogger: true })`.
+ * Replaces every logger with a structured one writing to stderr (stdout stays for command output): logfmt lines
+ * or one JSON object per line. Annotations (`requestId`, `connection`, …) appear as fields.
  */
 export const layerLogger = (format: LogFormat): Layer.Layer<never> =>
-  Logger.replace(Logger.defaultLogger, format === "json" ? Logger.jsonLogger : Logger.logfmtLogger)
+  Layer.locallyScoped(
+    FiberRef.currentLoggers,
+    HashSet.make(Logger.withConsoleError(format === "json" ? Logger.jsonLogger : Logger.logfmtLogger))
+  )

@@ -9,6 +9,7 @@
  */
 import type { CommandExecutor, FileSystem, Path } from "@effect/platform"
 import { Layer } from "effect"
+import * as HttpServer from "./HttpServer.js"
 import * as Listener from "./Listener.js"
 import * as MessageServer from "./MessageServer.js"
 import * as Owners from "./Owners.js"
@@ -57,6 +58,11 @@ export const services = (config: ServerConfig) => {
 
 export type ServerRequirements = FileSystem.FileSystem | Path.Path | CommandExecutor.CommandExecutor
 
-/** The whole server: the Listener on `config.host:config.port` in front of `services(config)`. */
+/**
+ * The whole server: the Listener on `config.host:config.port` and the HTTP server (config `http`, default port
+ * 4823; see docs/http.md) in front of `services(config)`.
+ */
 export const layer = (config: ServerConfig) =>
-  Listener.layer(listenerOptions(config)).pipe(Layer.provideMerge(services(config)))
+  Layer.merge(Listener.layer(listenerOptions(config)), HttpServer.layerFromServerConfig).pipe(
+    Layer.provideMerge(services(config))
+  )
