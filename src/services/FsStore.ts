@@ -37,6 +37,9 @@ export interface FsStoreOptions {
   readonly compressionLevel?: number
 }
 
+/** From this many objects on, putMany lists fan-out directories instead of stat-ing each object. */
+const BATCH_LISTING = 64
+
 /** Objects at least this large are deflated/inflated on libuv's thread pool rather than on the main thread. */
 const ASYNC_ZLIB = 128 * 1024
 
@@ -151,14 +154,45 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
         Effect.mapError(fail(op, `stat ${hash}`))
       )
 
+    const putHashed = (hash: ObjectHash, type: ObjectType, body: Uint8Array): Effect.Effect<ObjectHash, StoreError> =>
+      present(hash, "put").pipe(
+        Effect.flatMap((exists) =>
+          exists ? Effect.void : Effect.flatMap(deflateBytes(frame(type, body)), (d) => writeObject(hash, d))),
+        Effect.as(hash)
+      )
+
     const put = (type: ObjectType, body: Uint8Array): Effect.Effect<ObjectHash, StoreError> =>
-      Effect.suspend(() => {
-        const hash = hashOf(type, body)
-        return present(hash, "put").pipe(
-          Effect.flatMap((exists) =>
-            exists ? Effect.void : Effect.flatMap(deflateBytes(frame(type, body)), (d) => writeObject(hash, d))),
-          Effect.as(hash)
-        )
+      Effect.suspend(() => putHashed(hashOf(type, body), type, body))
+
+    /**
+     * A big batch checks what is already stored by listing the fan-out directories it touches (one readdir each,
+     * at most 256) instead of one stat per object: a failed stat costs two error objects on Node, and most objects
+     * of a fresh import are absent. Small batches stat each object.
+     */
+    const putMany = (objects: ReadonlyArray<StoredObject>): Effect.Effect<ReadonlyArray<ObjectHash>, StoreError> =>
+      Effect.gen(function* () {
+        const hashes = objects.map((o) => hashOf(o.type, o.body))
+        if (objects.length < BATCH_LISTING) {
+          yield* Effect.forEach(objects, (o, i) => putHashed(hashes[i]!, o.type, o.body), { concurrency, discard: true })
+          return hashes
+        }
+        const prefixes = [...new Set(hashes.map((h) => h.slice(0, 2)))]
+        const listed = yield* Effect.forEach(prefixes, (prefix) =>
+          fs.readDirectory(path.join(objectsDir, prefix)).pipe(
+            Effect.tap(() => Effect.sync(() => madeDirs.add(path.join(objectsDir, prefix)))),
+            Effect.map((names) => names.map((n) => prefix + n)),
+            Effect.catchIf(isNotFound, () => Effect.succeed<Array<string>>([])),
+            Effect.mapError(fail("put", `listing objects/${prefix}`))
+          ), { concurrency })
+        const stored = new Set(listed.flat())
+        const written = new Set<string>()
+        yield* Effect.forEach(objects, (o, i) => {
+          const hash = hashes[i]!
+          if (stored.has(hash) || written.has(hash)) return Effect.void
+          written.add(hash)
+          return Effect.flatMap(deflateBytes(frame(o.type, o.body)), (d) => writeObject(hash, d))
+        }, { concurrency, discard: true })
+        return hashes
       })
 
     const readStored = (hash: ObjectHash, op: "get") =>
@@ -402,7 +436,7 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
 
     return ObjectStore.of({
       put,
-      putMany: (objects) => Effect.forEach(objects, (o) => put(o.type, o.body), { concurrency }),
+      putMany,
       get,
       has: (hash) => present(hash, "has"),
       missing,

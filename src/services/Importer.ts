@@ -53,6 +53,10 @@ export interface ImportResult {
   readonly manifest: Option.Option<Manifest>
 }
 
+/** A batch of files handed to putMany: at most this many, and at most this many bytes (unless one file is bigger). */
+const BATCH_FILES = 512
+const BATCH_BYTES = 32 * 1024 * 1024
+
 type Kind =
   | { readonly kind: "file"; readonly executable: boolean; readonly size: number }
   | { readonly kind: "symlink"; readonly target: string }
@@ -209,22 +213,45 @@ export const importDirectory = (dir: string, options: ImportOptions = {}) =>
       })
     }
 
-    const store1 = (child: Child) =>
+    /** A leaf's blob body: the link text of a symlink, the content of a file. */
+    const bodyOf = (child: Child): Effect.Effect<Uint8Array, ImportError> => {
+      const kind = child.kind
+      if (kind.kind === "symlink") return Effect.succeed(new TextEncoder().encode(kind.target))
+      if (kind.kind === "file" && kind.size > maxFileSize) {
+        return Effect.fail(new ImportError({
+          reason: "TooLarge", path: child.rel, detail: `${kind.size} bytes, more than the limit of ${maxFileSize}`
+        }))
+      }
+      return fs.readFile(child.abs).pipe(
+        Effect.tap((body) => Effect.sync(() => { bytes += body.length })),
+        Effect.mapError(unreadable(child.rel, "read it"))
+      )
+    }
+
+    /** Files go to the store in batches (putMany: one existence check per batch where the store can), bounded in bytes. */
+    const batches = (leaves: ReadonlyArray<Child>): Array<Array<Child>> => {
+      const out: Array<Array<Child>> = []
+      let current: Array<Child> = []
+      let size = 0
+      for (const leaf of leaves) {
+        const leafSize = leaf.kind.kind === "file" ? leaf.kind.size : 0
+        if (current.length > 0 && (current.length >= BATCH_FILES || size + leafSize > BATCH_BYTES)) {
+          out.push(current)
+          current = []
+          size = 0
+        }
+        current.push(leaf)
+        size += leafSize
+      }
+      if (current.length > 0) out.push(current)
+      return out
+    }
+
+    const storeBatch = (batch: ReadonlyArray<Child>) =>
       Effect.gen(function* () {
-        const kind = child.kind
-        if (kind.kind === "symlink") {
-          child.hash = yield* store.put("blob", new TextEncoder().encode(kind.target))
-          return
-        }
-        if (kind.kind !== "file") return
-        if (kind.size > maxFileSize) {
-          return yield* Effect.fail(new ImportError({
-            reason: "TooLarge", path: child.rel, detail: `${kind.size} bytes, more than the limit of ${maxFileSize}`
-          }))
-        }
-        const body = yield* fs.readFile(child.abs).pipe(Effect.mapError(unreadable(child.rel, "read it")))
-        bytes += body.length
-        child.hash = yield* store.put("blob", body)
+        const bodies = yield* Effect.forEach(batch, bodyOf, { concurrency })
+        const hashes = yield* store.putMany(bodies.map((body) => ({ type: "blob" as const, body })))
+        batch.forEach((child, i) => { child.hash = hashes[i] })
       })
 
     const rootDir: Dir = { abs: dir, rel: "", rules: [{ base: "", matcher: extra }], children: [], hash: undefined }
@@ -248,7 +275,7 @@ export const importDirectory = (dir: string, options: ImportOptions = {}) =>
       }
       level = next
     }
-    yield* Effect.forEach(leaves, store1, { concurrency, discard: true })
+    yield* Effect.forEach(batches(leaves), storeBatch, { discard: true })
     files = leaves.length
     for (const dirs of levels.reverse()) {
       yield* Effect.forEach(dirs, (d) => {
