@@ -162,7 +162,7 @@ interface Push {
 export const session = (
   input: Stream.Stream<Uint8Array, ConnectionError>,
   info: ConnectionInfo,
-  emit: (frame: Codec.Frame) => Effect.Effect<void>,
+  emit: (frame: Codec.Frame) => Effect.Effect<void, SyncSessionError>,
   versions: ReadonlyArray<number> = SERVER_VERSIONS
 ): Effect.Effect<void, SyncSessionError, Services | Scope.Scope> =>
   Effect.gen(function* () {
@@ -541,14 +541,25 @@ export const session = (
 export const serveWith = (versions: ReadonlyArray<number> = SERVER_VERSIONS) =>
   (input: Stream.Stream<Uint8Array, ConnectionError>, info: ConnectionInfo) =>
     Stream.unwrapScoped(Effect.gen(function* () {
+      const limits = yield* SyncLimits
       const out = yield* Mailbox.make<Uint8Array>(64)
+      // A client that stops reading stalls the session's output; after the idle timeout that is an error too.
       const emit = (frame: Codec.Frame) =>
-        Codec.encode(frame).pipe(Effect.orDie, Effect.flatMap((bytes) => out.offer(bytes)), Effect.asVoid)
+        Codec.encode(frame).pipe(
+          Effect.orDie,
+          Effect.flatMap((bytes) => out.offer(bytes)),
+          Effect.asVoid,
+          Effect.timeoutFail({
+            duration: limits.idleTimeout,
+            onTimeout: () => sessionError("Timeout", "idle timeout: the client is not reading")
+          })
+        )
       yield* session(input, info, emit, versions).pipe(
         Effect.catchAll((e) =>
           Effect.logInfo("sync session ended with an error").pipe(
             Effect.annotateLogs({ connection: info.id, remote: info.remoteAddress, reason: e.reason, detail: e.detail }),
-            Effect.zipRight(emit(Codec.reply(`error ${oneLine(e.detail)}`)))
+            // The last word; given up after the idle timeout if the client is not reading.
+            Effect.zipRight(Effect.ignore(emit(Codec.reply(`error ${oneLine(e.detail)}`))))
           )),
         Effect.annotateLogs({ connection: info.id }),
         Effect.ensuring(out.end),

@@ -361,3 +361,33 @@ describe("SyncServer: protocol v2 frames, byte for byte", () => {
       assert.strictEqual(yield* rawSession(server, ["lit?0\n", `?fetch ${two.tag}\n\n`]), "lit!0\n!error unknown query \"fetch\"\n\n")
     }))
 })
+
+describe("SyncServer: a client that stops reading", () => {
+  it.scoped("stalls the output, then the session ends after the idle timeout", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer({ limits: { idleTimeout: Duration.seconds(30) } })
+      const blob = yield* Effect.orDie(server.store.put("blob", text.encode("x".repeat(1000))))
+      const wants = Either.getOrThrow(Codec.encodeEither(Codec.want(Array.from({ length: 64 }, () => blob))))
+      const input = Stream.make(latin1("lit?0\n")).pipe(
+        Stream.concat(Stream.make(...Array.from({ length: 10 }, () => wants))),
+        Stream.concat(Stream.never)
+      )
+      const pull = yield* server.serve(input, { id: 1, remoteAddress: "memory" }).pipe(Stream.toPull)
+      const first = yield* pull
+      assert.strictEqual(Buffer.from(Chunk.toReadonlyArray(first)[0]!).toString("latin1").slice(0, 6), "lit!0\n")
+      // Stop reading: the server fills its output buffer and waits. After 30 s (and 30 s more for the error
+      // reply nobody reads), the session is over and the output ends.
+      yield* TestClock.adjust("30 seconds")
+      yield* TestClock.adjust("30 seconds")
+      let ended = false
+      let bytes = 0
+      for (let i = 0; !ended && i < 10_000; i++) {
+        const next = yield* pull.pipe(Effect.either)
+        if (Either.isLeft(next)) ended = true
+        else for (const c of next.right) bytes += c.length
+      }
+      assert.isTrue(ended)
+      // Far fewer than the 640 objects asked for were produced (each SEND is ~1 kB).
+      assert.isBelow(bytes, 200 * 1012)
+    }))
+})
