@@ -2,9 +2,9 @@
  * HTTP benchmark: upm's HTTP server against Verdaccio, in the same run, with wrk (Debian's `wrk`) at 100
  * concurrent connections.
  *
- *   npx tsx bench/http.ts [--duration 10] [--connections 100] [--base /tmp]
+ *   npm run build && npx tsx bench/http.ts [--duration 10] [--connections 100] [--base /tmp]
  *
- * - upm: the package-versions endpoint (`GET /api/v1/packages/bench/greetings`, 10 versions with their release
+ * - upm (`node bin/upm.js serve`, the real server from dist/): the package-versions endpoint (`GET /api/v1/packages/bench/greetings`, 10 versions with their release
  *   metadata), a 10 MB download as `.tar.gz` (streamed by the Exporter) and as the raw file, over the fs store.
  * - Verdaccio 6 (installed into a temp dir with `npm install --prefix`, never a project dependency): the
  *   package-metadata endpoint (`GET /greetings-bench`, the same 10 versions published with `npm publish`) and
@@ -25,7 +25,6 @@ import { createServer } from "node:net"
 import { join } from "node:path"
 import { performance } from "node:perf_hooks"
 import { layerFs } from "../src/services/FsStore.js"
-import * as HttpServer from "../src/services/HttpServer.js"
 import * as Registry from "../src/services/Registry.js"
 import { publish } from "../test/services/HttpFixture.js"
 
@@ -36,19 +35,6 @@ const arg = (name: string, fallback: string) => {
 
 const VERSIONS = 10
 const BIG = 10 * 1024 * 1024
-
-// ------------------------------------------------------------------------------------------------- server mode
-
-/** `--serve <store>`: the upm HTTP server over an fs store, in this process; prints its port. */
-const serve = (store: string) =>
-  Layer.launch(
-    Layer.effectDiscard(Effect.flatMap(HttpServer.HttpListener, (l) =>
-      Effect.sync(() => process.stdout.write(`${JSON.stringify({ port: l.port, pid: process.pid })}\n`)))).pipe(
-      Layer.provide(HttpServer.layer({ ...HttpServer.defaultHttpConfig, port: 0, host: "127.0.0.1", logRequests: false, maxFileBytes: 16 * 1024 * 1024 })),
-      Layer.provide(Registry.layer.pipe(Layer.provideMerge(layerFs(store)))),
-      Layer.provide(NodeContext.layer)
-    )
-  ).pipe(Effect.runPromise)
 
 // ------------------------------------------------------------------------------------------------- helpers
 
@@ -160,18 +146,21 @@ const main = async () => {
       yield* publish("bench/big", "1.0.0", { "big.bin": big }, { description: "10 MB of random bytes", sign: true })
     }).pipe(Effect.provide(Registry.layer.pipe(Layer.provideMerge(layerFs(store)), Layer.provide(NodeContext.layer))), Effect.runPromise)
 
-    const upm = spawn(join("node_modules", ".bin", "tsx"), [process.argv[1] ?? "bench/http.ts", "--serve", store], { stdio: ["ignore", "pipe", "inherit"] })
-    children.push(upm)
-    const [upmPort, upmPid] = await new Promise<[number, number]>((resolve, reject) => {
-      let buf = ""
-      upm.stdout?.on("data", (c: Buffer) => {
-        buf += c.toString()
-        const line = /\{"port":(\d+),"pid":(\d+)\}/.exec(buf)
-        if (line !== null) resolve([Number(line[1]), Number(line[2])])
-      })
-      upm.on("exit", (code) => reject(new Error(`upm server exited with ${code}`)))
+    // The real server: `upm serve` from dist/ (run `npm run build` first), TCP and HTTP on free ports.
+    const upm = spawn(process.execPath, ["bin/upm.js", "serve", "--store", `fs:${store}`, "--port", "0", "--http-port", "0"], {
+      stdio: ["ignore", "ignore", "pipe"]
     })
-    const upmUrl = `http://127.0.0.1:${upmPort}`
+    children.push(upm)
+    const upmPid = upm.pid
+    const upmUrl = await new Promise<string>((resolve, reject) => {
+      let buf = ""
+      upm.stderr?.on("data", (c: Buffer) => {
+        buf += c.toString()
+        const line = /message="http listening" url=(http:\/\/\S+)/.exec(buf)
+        if (line?.[1] !== undefined) resolve(line[1])
+      })
+      upm.on("exit", (code) => reject(new Error(`upm serve exited with ${code}:\n${buf}`)))
+    })
     await waitFor(`${upmUrl}/readyz`, 30_000)
 
     // ---- Verdaccio: install into the scratch dir, start, add a user, publish the same packages with npm
@@ -273,12 +262,7 @@ const main = async () => {
   }
 }
 
-const serveAt = process.argv.indexOf("--serve")
-if (serveAt >= 0) {
-  void serve(process.argv[serveAt + 1] ?? "")
-} else {
-  main().then(() => process.exit(0), (e: unknown) => {
-    console.error(e)
-    process.exit(1)
-  })
-}
+main().then(() => process.exit(0), (e: unknown) => {
+  console.error(e)
+  process.exit(1)
+})

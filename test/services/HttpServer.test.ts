@@ -5,6 +5,7 @@ import { request } from "node:http"
 import { makeMemory, ObjectStore, StoreError } from "../../src/services/ObjectStore.js"
 import * as Registry from "../../src/services/Registry.js"
 import * as HttpServer from "../../src/services/HttpServer.js"
+import * as ServerConfig from "../../src/services/ServerConfig.js"
 import { HttpListener, routeOf } from "../../src/services/HttpServer.js"
 import { pageCsp } from "../../src/web/page.js"
 import { layerHttp, layerStore, publish } from "./HttpFixture.js"
@@ -140,8 +141,9 @@ describe("HTTP server: operations", () => {
 })
 
 describe("HTTP server: slow clients", () => {
-  const big = new Uint8Array(24 * 1024 * 1024).fill(97)
-  const slow = layerHttp({ headersTimeout: 300, idleTimeout: 400, maxFileBytes: 32 * 1024 * 1024 }).pipe(
+  const big = new Uint8Array(16 * 1024 * 1024).fill(97)
+  // Short, but not so short that a loaded machine (client and server share this process) trips it while reading.
+  const slow = layerHttp({ headersTimeout: 300, idleTimeout: 1000, maxFileBytes: 32 * 1024 * 1024 }).pipe(
     Layer.provideMerge(Layer.effectDiscard(publish("alice/big", "1.0.0", { "big.txt": big }))),
     Layer.provideMerge(layerStore)
   )
@@ -158,7 +160,7 @@ describe("HTTP server: slow clients", () => {
       Effect.gen(function* () {
         const result = yield* rawExchange(
           "GET /api/v1/packages/alice/big/1.0.0/files/big.txt HTTP/1.1\r\nHost: x\r\n\r\n",
-          { stallMs: 1_500 } // well past the 400 ms idle timeout
+          { stallMs: 3_000 } // well past the 1 s idle timeout
         ).pipe(Effect.timeout("10 seconds"))
         assert.strictEqual(statusOf(result.received), 200)
         assert.isBelow(result.bytes, big.length)
@@ -202,6 +204,33 @@ describe("HTTP server: store failures and logs", () => {
       assert.isDefined(line)
       assert.deepInclude(line?.annotations, { method: "GET", path: "/api/v1/packages/nobody/nothing", route: "package", status: 404 })
     }).pipe(Effect.provide(layerHttp({ logRequests: true }).pipe(Layer.provideMerge(layerStore), Layer.provide(capture))))
+  })
+
+  it.scoped("starts from the server config beside the listener (free port when the TCP port is 0), or not at all", () => {
+    const urls: Array<string> = []
+    const capture = Logger.replace(Logger.defaultLogger, Logger.make(({ annotations, message }) => {
+      const url = HashMap.get(annotations, "url")
+      if (String(message) === "http listening" && url._tag === "Some") urls.push(String(url.value))
+    }))
+    const start = (config: ServerConfig.ServerConfig) =>
+      Layer.build(HttpServer.layerFromServerConfig.pipe(
+        Layer.provide(layerStore),
+        Layer.provide(Layer.succeed(ServerConfig.CurrentServerConfig, config)),
+        Layer.provide(capture)
+      ))
+    return Effect.gen(function* () {
+      const base = ServerConfig.defaults
+      yield* start({ ...base, port: 0 })
+      assert.strictEqual(urls.length, 1)
+      assert.notMatch(urls[0] ?? "", /:4823$/)
+      const health = yield* Effect.promise(() => fetch(`${urls[0]}/healthz`))
+      assert.strictEqual(health.status, 200)
+      yield* start(HttpServer.withHttpFlags({ ...base, port: 0 }, { enabled: false }))
+      assert.strictEqual(urls.length, 1)
+      const bad = yield* Effect.flip(start({ ...base, port: 0, http: { port: "x" } }))
+      assert.strictEqual(bad._tag, "ServerConfigError")
+      assert.deepStrictEqual(HttpServer.withHttpFlags({ ...base, http: { host: "::1", port: 1 } }, { port: 2 }).http, { host: "::1", port: 2 })
+    })
   })
 
   it.effect("decodes the http config section, refusing unknown fields", () =>
