@@ -80,6 +80,8 @@ const run = (command: string, args: ReadonlyArray<string>, asPostgres: boolean) 
 export interface ClusterOptions {
   /** Turn off fsync (tests: nothing to keep). Benchmarks keep PostgreSQL's defaults. */
   readonly fsync?: boolean
+  /** Where the cluster's temp directory goes (default: the OS temp dir). */
+  readonly base?: string
 }
 
 /** Starts a cluster in the current scope; it is stopped and removed when the scope closes. */
@@ -94,7 +96,7 @@ export const startCluster = (options: ClusterOptions = {}) =>
     }
     const bin = (name: string) => join(binDir, name)
     const dir = yield* Effect.acquireRelease(
-      Effect.sync(() => mkdtempSync(join(tmpdir(), "upm-pg-"))),
+      Effect.sync(() => mkdtempSync(join(options.base ?? tmpdir(), "upm-pg-"))),
       (dir) => Effect.sync(() => rmSync(dir, { recursive: true, force: true }))
     )
     if (isRoot) {

@@ -13,7 +13,7 @@
  */
 import * as SqlClient from "@effect/sql/SqlClient"
 import type * as SqlError from "@effect/sql/SqlError"
-import { Effect, Option, Schedule, Schema } from "effect"
+import { Chunk, Deferred, Effect, Option, Queue, Schedule, Schema } from "effect"
 import { type ObjectType, unframe, frame } from "../domain/GitObject.js"
 import { hashFromBytes, hashToBytes, type ObjectHash, sha1 } from "../domain/ObjectHash.js"
 import {
@@ -41,6 +41,12 @@ const decodeValues = Schema.decodeUnknown(Schema.Array(ValueRow))
 const decodeHashes = Schema.decodeUnknown(Schema.Array(HashRow))
 const decodeRefs = Schema.decodeUnknown(Schema.Array(RefRow))
 const decodeNames = Schema.decodeUnknown(Schema.Array(NameRow))
+
+interface Row {
+  readonly hash: ObjectHash
+  readonly key: Buffer
+  readonly value: Buffer
+}
 
 const buf = (bytes: Uint8Array): Buffer => Buffer.from(bytes.buffer, bytes.byteOffset, bytes.length)
 const key = (hash: ObjectHash): Buffer => buf(hashToBytes(hash))
@@ -93,39 +99,54 @@ export const makeSqlStore = (options: SqlStoreOptions) =>
         })
       )
 
-    const insertRows = (rows: ReadonlyArray<{ readonly hash: Buffer; readonly value: Buffer }>) =>
-      sql`INSERT INTO objects ${sql.insert(rows)} ON CONFLICT (hash) DO NOTHING`
+    const insertRows = (rows: ReadonlyArray<Row>) =>
+      sql`INSERT INTO objects ${sql.insert(rows.map((r) => ({ hash: r.key, value: r.value })))} ON CONFLICT (hash) DO NOTHING`
+
+    // Every transaction inserts in ascending key order, so two nodes storing overlapping graphs at once wait for
+    // each other instead of deadlocking.
+    const writeRows = (rows: ReadonlyArray<Row>) => {
+      const unique = new Map<ObjectHash, Row>()
+      for (const row of rows) unique.set(row.hash, row)
+      const sorted = [...unique.values()].sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0))
+      const chunks = batches(sorted, (r) => r.value.length, options.maxRows, options.maxBytes)
+      // One statement is atomic on its own: BEGIN and COMMIT would triple the statements of a small write.
+      const write = chunks.length === 1 ? insertRows(chunks[0]!) : transaction(Effect.forEach(chunks, insertRows, { discard: true }))
+      return write.pipe(Effect.mapError(fail("put")))
+    }
+
+    const rowOf = (type: ObjectType, body: Uint8Array): Row => {
+      const value = frame(type, body)
+      const hash = sha1(value)
+      return { hash, key: key(hash), value: buf(value) }
+    }
+
+    // Group commit: puts from concurrent fibers (an import stores 32 files at once, a server several pushes) are
+    // written together, one transaction and one multi-row INSERT per batch, instead of one transaction each.
+    // Each put returns once the transaction holding its row has committed.
+    const pending = yield* Queue.bounded<{ readonly row: Row; readonly done: Deferred.Deferred<void, StoreError> }>(
+      options.maxRows
+    )
+    yield* Effect.addFinalizer(() => Queue.shutdown(pending))
+    yield* Effect.forkScoped(Effect.forever(Effect.gen(function* () {
+      const batch = yield* Queue.takeBetween(pending, 1, options.maxRows)
+      const exit = yield* Effect.exit(writeRows(Chunk.toReadonlyArray(batch).map((p) => p.row)))
+      yield* Effect.forEach(batch, (p) => Deferred.done(p.done, exit), { discard: true })
+    })))
 
     const put = (type: ObjectType, body: Uint8Array) =>
-      Effect.suspend(() => {
-        const value = frame(type, body)
-        const hash = sha1(value)
-        return insertRows([{ hash: key(hash), value: buf(value) }]).pipe(
-          Effect.as(hash),
-          Effect.mapError(fail("put"))
-        )
+      Effect.gen(function* () {
+        const row = rowOf(type, body)
+        const done = yield* Deferred.make<void, StoreError>()
+        yield* Queue.offer(pending, { row, done })
+        yield* Deferred.await(done)
+        return row.hash
       })
 
     const putMany = (objects: ReadonlyArray<StoredObject>) =>
       Effect.suspend(() => {
-        const hashes: Array<ObjectHash> = []
-        const unique = new Map<ObjectHash, Buffer>()
-        for (const o of objects) {
-          const value = frame(o.type, o.body)
-          const hash = sha1(value)
-          hashes.push(hash)
-          unique.set(hash, buf(value))
-        }
-        // Every transaction inserts in ascending key order, so two nodes storing overlapping graphs at once
-        // wait for each other instead of deadlocking.
-        const rows = [...unique].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-          .map(([hash, value]) => ({ hash: key(hash), value }))
-        if (rows.length === 0) return Effect.succeed(hashes)
-        const chunks = batches(rows, (r) => r.value.length, options.maxRows, options.maxBytes)
-        return transaction(Effect.forEach(chunks, insertRows, { discard: true })).pipe(
-          Effect.as(hashes as ReadonlyArray<ObjectHash>),
-          Effect.mapError(fail("put"))
-        )
+        const rows = objects.map((o) => rowOf(o.type, o.body))
+        const hashes: ReadonlyArray<ObjectHash> = rows.map((r) => r.hash)
+        return rows.length === 0 ? Effect.succeed(hashes) : Effect.as(writeRows(rows), hashes)
       })
 
     const get = (hash: ObjectHash) =>
