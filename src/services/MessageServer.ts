@@ -424,6 +424,9 @@ export interface ServerMessagingConfig {
   readonly handlers?: HandlersConfig | undefined
   readonly messages?: MessagesConfig | undefined
   readonly accounts?: AccountsOptions | undefined
+  /** Real peer links and the default `sync` policy (Peers.ts), fully provided; without: log-only placeholders. */
+  readonly peerLink?: Layer.Layer<PeerLink, never, ServerMessagingRequirements> | undefined
+  readonly syncPolicy?: Layer.Layer<SyncPolicy, never, ServerMessagingRequirements> | undefined
 }
 
 /**
@@ -440,12 +443,12 @@ export const layerServer = (config: ServerMessagingConfig) => {
     layerHub(conversationOptions),
     AccountsModule.layer(config.accounts ?? {}),
     QueueModule.layer,
-    layerPeerLinkLog,
+    config.peerLink ?? layerPeerLinkLog,
     layerPeerSecrets(messages.peerSecrets)
   )
   const policies = Layer.mergeAll(
     layerResolve,
-    layerSyncHandler.pipe(Layer.provide(layerSyncLogAccept)),
+    layerSyncHandler.pipe(Layer.provide(config.syncPolicy ?? layerSyncLogAccept)),
     layerProposalHandler,
     layerConversations
   ).pipe(Layer.provideMerge(base))

@@ -8,17 +8,21 @@
  * accepting and drains its connections within `limits.shutdownGrace`, then the store closes.
  */
 import type { CommandExecutor, FileSystem, Path } from "@effect/platform"
-import { Layer } from "effect"
+import { Layer, Schema } from "effect"
 import * as HttpServer from "./HttpServer.js"
 import * as Listener from "./Listener.js"
 import * as MessageServer from "./MessageServer.js"
+import * as Network from "./Network.js"
+import type { ObjectStore } from "./ObjectStore.js"
 import * as Owners from "./Owners.js"
+import * as Peers from "./Peers.js"
 import * as ProposalPolicy from "./ProposalPolicy.js"
 import * as Registry from "./Registry.js"
 import { CurrentServerConfig, type ServerConfig } from "./ServerConfig.js"
 import { layerFromSpec } from "./StoreConfig.js"
 import * as SyncLimits from "./SyncLimits.js"
 import * as SyncServer from "./SyncServer.js"
+import * as Upstream from "./Upstream.js"
 import * as Verifier from "./Verifier.js"
 
 /** What the Listener is given from the config. */
@@ -39,18 +43,28 @@ export const listenerOptions = (config: ServerConfig): Listener.ListenerOptions 
  */
 export const services = (config: ServerConfig) => {
   const store = layerFromSpec(config.store)
-  const state = Layer.mergeAll(Registry.layer, Owners.layer).pipe(Layer.provideMerge(store))
   const verifier = Verifier.layer
+  // With an upstream, the Registry is the pull-through cache around the store's registry (docs/peers.md).
+  const registry: Layer.Layer<Registry.Registry, never, ObjectStore | Owners.Owners> = config.upstream === undefined
+    ? Registry.layer
+    : Upstream.layer(config.upstream).pipe(Layer.provide(Registry.layer), Layer.provide(verifier), Layer.provide(Network.layerTcp))
+  const state = registry.pipe(Layer.provideMerge(Owners.layer), Layer.provideMerge(store))
+  // Peers (announce, pull, anti-entropy); without a `peers` section the engine runs with no peers.
+  const peersConfig = config.peers ?? Schema.decodeSync(Peers.PeersConfig)({ name: "upm" })
+  const peers = Peers.layer(peersConfig).pipe(Layer.provide(Network.layerTcp), Layer.provide(verifier), Layer.provide(Owners.layer))
+  const messages = config.messages ?? Schema.decodeSync(MessageServer.MessagesConfig)({})
   const messaging = MessageServer.layerServer({
     ...(config.handlers !== undefined ? { handlers: config.handlers } : {}),
-    ...(config.messages !== undefined ? { messages: config.messages } : {})
+    messages: { ...messages, peerSecrets: { ...Peers.peerSecrets(peersConfig), ...messages.peerSecrets } },
+    peerLink: Peers.layerPeerLink.pipe(Layer.provide(peers)),
+    syncPolicy: Peers.layerSyncPolicy.pipe(Layer.provide(peers))
   }).pipe(
     Layer.provide(ProposalPolicy.layerAcceptAll), // the default the `propose` handler falls back to
     Layer.provideMerge(verifier)
   )
   const sync = SyncServer.layer.pipe(Layer.provide(SyncLimits.layer(config.sync)))
-  return sync.pipe(
-    Layer.provideMerge(messaging),
+  return Layer.merge(sync, Peers.layerRun).pipe(
+    Layer.provideMerge(Layer.merge(messaging, peers)),
     Layer.provideMerge(state),
     Layer.provideMerge(Layer.succeed(CurrentServerConfig, config))
   )

@@ -14,6 +14,8 @@ import { FileSystem } from "@effect/platform"
 import { Config, ConfigError, Context, Duration, Effect, Option, ParseResult, Schema } from "effect"
 import { HandlersConfig } from "./Handlers.js"
 import { MessagesConfig } from "./MessageServer.js"
+import { PeersConfig } from "./Peers.js"
+import { UpstreamConfig } from "./Upstream.js"
 import { describeStoreSpec, StoreSpecFromString } from "./StoreConfig.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -103,8 +105,10 @@ export const ServerConfig = Schema.Struct({
   /** Message protocol settings (src/services/MessageServer.ts). */
   messages: Schema.optionalWith(MessagesConfig, { exact: true }),
   // Sections owned by modules still being written; each replaces `Schema.Unknown` with its own Schema.
-  peers: Schema.optionalWith(Schema.Unknown, { exact: true }),
-  upstream: Schema.optionalWith(Schema.Unknown, { exact: true }),
+  /** This server's name and its peers (src/services/Peers.ts, docs/peers.md). */
+  peers: Schema.optionalWith(PeersConfig, { exact: true }),
+  /** An upstream to pull what this server lacks from (src/services/Upstream.ts, docs/peers.md). */
+  upstream: Schema.optionalWith(UpstreamConfig, { exact: true }),
   http: Schema.optionalWith(Schema.Unknown, { exact: true })
 })
 export type ServerConfig = typeof ServerConfig.Type

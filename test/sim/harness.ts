@@ -27,6 +27,7 @@ import { signRelease } from "../../src/services/Signer.js"
 import * as SyncClient from "../../src/services/SyncClient.js"
 import * as SyncLimits from "../../src/services/SyncLimits.js"
 import * as SyncServer from "../../src/services/SyncServer.js"
+import * as Upstream from "../../src/services/Upstream.js"
 import * as Verifier from "../../src/services/Verifier.js"
 import type { SigningKey } from "../../src/services/Keys.js"
 
@@ -78,6 +79,9 @@ const peerEndpoint = Effect.gen(function* () {
 export interface SimServerSpec {
   readonly name: string
   readonly peers: ReadonlyArray<string>
+  /** A node to use as upstream (pull-through cache). */
+  readonly upstream?: string
+  readonly upstreamMaxAge?: number
 }
 
 export const SECRET = "simulation-shared-secret"
@@ -115,7 +119,13 @@ export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOpt
       if (scope !== undefined) return
       const s = yield* Scope.fork(parent, ExecutionStrategy.sequential)
       scope = s
-      const state = Layer.mergeAll(Registry.layer, Owners.layer).pipe(Layer.provideMerge(storeLayer))
+      const registry = spec.upstream === undefined
+        ? Registry.layer
+        : Upstream.layer(Schema.decodeSync(Upstream.UpstreamConfig)({ address: `${spec.upstream}:0`, timeout: 2000, maxAge: spec.upstreamMaxAge ?? 60_000 })).pipe(
+          Layer.provide(Registry.layer),
+          Layer.provide(options.signed ? Verifier.layer : Verifier.layerUnsigned),
+          Layer.provide(sim.layerNode(spec.name)))
+      const state = registry.pipe(Layer.provideMerge(Owners.layer), Layer.provideMerge(storeLayer))
       const verifier = (options.signed ? Verifier.layer : Verifier.layerUnsigned).pipe(Layer.provideMerge(state))
       const peers = Peers.layer(config).pipe(Layer.provideMerge(verifier), Layer.provide(sim.layerNode(spec.name)))
       const policies = Layer.mergeAll(Peers.layerSyncPolicy, Peers.layerPeerLink, layerPeerSecrets(Peers.peerSecrets(config))).pipe(
