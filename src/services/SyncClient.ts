@@ -124,6 +124,11 @@ export interface SyncClientOptions {
   readonly maxTextSize: number
   /** Longest wait for the server's next frame. */
   readonly timeout: Duration.Duration
+  /**
+   * Longest wait for a push's verdict once everything is sent: the server's policy may hold a conversation
+   * with the user (or a moderator) first.
+   */
+  readonly verdictTimeout: Duration.Duration
 }
 
 export const defaultOptions: SyncClientOptions = {
@@ -131,7 +136,8 @@ export const defaultOptions: SyncClientOptions = {
   maxWantBatches: 16,
   maxObjectSize: 128 * 1024 * 1024,
   maxTextSize: 1024 * 1024,
-  timeout: Duration.seconds(120)
+  timeout: Duration.seconds(120),
+  verdictTimeout: Duration.minutes(30)
 }
 
 export class SyncClient extends Context.Tag("upm/SyncClient")<SyncClient, {
@@ -191,7 +197,8 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
       )
 
     /** The next frame from the server; `!error` replies become a Remote error. */
-    const next: Effect.Effect<Codec.Frame, SyncClientError> = Effect.suspend(() => {
+    const next: Effect.Effect<Codec.Frame, SyncClientError> = Effect.suspend(() => nextWithin(options.timeout))
+    const nextWithin = (timeout: Duration.Duration): Effect.Effect<Codec.Frame, SyncClientError> => Effect.suspend(() => {
       const frame = ready.shift()
       if (frame !== undefined) {
         if (frame._tag === "Reply" && (frame.text === "error" || frame.text.startsWith("error "))) {
@@ -208,12 +215,12 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
               : clientError(e.reason === "Socket" ? "Connect" : "Closed", e.detail)
         })),
         Effect.timeoutFail({
-          duration: options.timeout,
-          onTimeout: () => clientError("Timeout", `no answer from the server within ${Duration.format(options.timeout)}`)
+          duration: timeout,
+          onTimeout: () => clientError("Timeout", `no answer from the server within ${Duration.format(timeout)}`)
         }),
         Effect.flatMap((chunk) => {
           ready.push(...chunk)
-          return next
+          return nextWithin(timeout)
         })
       )
     })
@@ -443,7 +450,8 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         }
         yield* onProgress({ direction: "push", objects, bytes, known })
         for (;;) {
-          const frame = yield* next
+          // Everything asked for has been sent: what comes next may be the verdict, which can take a while.
+          const frame = yield* nextWithin(options.verdictTimeout)
           switch (frame._tag) {
             case "Want": {
               wants++

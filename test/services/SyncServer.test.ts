@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Duration, Effect, Either, Fiber, Option, Stream, TestClock } from "effect"
+import { Chunk, Duration, Effect, Either, FastCheck, Fiber, Option, Stream, TestClock } from "effect"
 import { encodeTag, encodeTree, frame, hashOf } from "../../src/domain/GitObject.js"
 import type { ObjectHash } from "../../src/domain/ObjectHash.js"
 import * as Codec from "../../src/protocol/SyncCodec.js"
@@ -390,4 +390,32 @@ describe("SyncServer: a client that stops reading", () => {
       // Far fewer than the 640 objects asked for were produced (each SEND is ~1 kB).
       assert.isBelow(bytes, 200 * 1012)
     }))
+})
+
+describe("SyncServer: random input", () => {
+  it.effect.prop(
+    "any bytes after the handshake end the session cleanly: its output is frames, the last an error or a reply",
+    [FastCheck.array(FastCheck.oneof(
+      FastCheck.uint8Array({ maxLength: 64 }),
+      FastCheck.constantFrom(
+        latin1("?authors\n\n"), latin1("?match a/b\n\n"), latin1("?versions a/b\n\n"), latin1("?fetch 00\n\n"),
+        latin1("?verify 0000000000000000000000000000000000000000\n\n"), new Uint8Array([0x80, ...new Uint8Array(20)]),
+        new Uint8Array([0xc5, 0x62, 0x6c, 0x6f, 0x62, 0x20]), latin1("lit?0\n")
+      )
+    ), { maxLength: 8 })],
+    ([chunks]) =>
+      Effect.scoped(Effect.gen(function* () {
+        const server = yield* makeServer()
+        const out = yield* rawSession(server, [latin1("lit?0,2\n"), ...chunks])
+        const frames = Codec.decodeAll(latin1(out), { maxSendSize: 1 << 20, maxTextSize: 1 << 16 })
+        assert.isTrue(Either.isRight(frames))
+        if (Either.isRight(frames)) {
+          assert.deepStrictEqual(frames.right[0], Codec.welcome(2))
+          const errors = frames.right.filter((f) => f._tag === "Reply" && f.text.startsWith("error "))
+          assert.isAtMost(errors.length, 1)
+          if (errors.length === 1) assert.strictEqual(frames.right.at(-1), errors[0])
+        }
+      })),
+    { fastCheck: { numRuns: 60 } }
+  )
 })
