@@ -66,4 +66,31 @@ describe("GitObject", () => {
     assert.isTrue(tag.signature?.startsWith("-----BEGIN SSH SIGNATURE-----"))
     assert.strictEqual(Buffer.from(encodeTag(tag)).toString(), text)
   })
+
+  it("rejects a file and a directory of one name even when other entries sort between them", () => {
+    const raw = (mode: string, name: string) =>
+      Buffer.concat([Buffer.from(`${mode} ${name}\0`), Buffer.from("11".repeat(20), "hex")])
+    // git's order: "a" < "a-" < "a/" (the directory "a"): sorted, yet "a" appears twice
+    const body = Buffer.concat([raw("100644", "a"), raw("100644", "a-"), raw("40000", "a")])
+    const result = decodeTree(body)
+    assert.isTrue(Either.isLeft(result) && result.left.reason === "Duplicate")
+  })
+
+  it("rejects a tagger line git's fsck would flag, accepts git's own", () => {
+    const tag = (tagger: string) =>
+      new TextEncoder().encode(`object ${h("a")}\ntype tree\ntag x\ntagger ${tagger}\n\nmsg\n`)
+    for (const good of ["A U Thor <a@x> 1700000000 +0000", "<a@x> 0 -0130", "Name With Spaces <> 1 +0100"]) {
+      assert.isTrue(Either.isRight(decodeTag(tag(good))), good)
+    }
+    for (const bad of ["A U Thor a@x 1700000000 +0000", "A <a@x>", "A <a@x> 01 +0000", "A <a@x> 1 0000", "A <<a@x>> 1 +0000"]) {
+      const result = decodeTag(tag(bad))
+      assert.isTrue(Either.isLeft(result) && result.left.reason === "BadHeader", bad)
+    }
+  })
+
+  it("hashes the empty tree and blob as git does, without framing copies", () => {
+    assert.strictEqual(hashOf("tree", new Uint8Array(0)), "4b825dc642cb6eb9a060e54bf8d69288fbee4904")
+    assert.strictEqual(hashOf("blob", new Uint8Array(0)), "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391")
+    assert.strictEqual(hashOf("blob", frame("blob", new Uint8Array([1]))).length, 40)
+  })
 })
