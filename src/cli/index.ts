@@ -15,6 +15,7 @@ import { store } from "./store.js"
 import { queue } from "./queue.js"
 import { receive, send } from "./send.js"
 import { user } from "./user.js"
+import { peers } from "./peers.js"
 
 export const VERSION = "0.1.0"
 
@@ -22,7 +23,7 @@ export const upm = Command.make("upm").pipe(
   Command.withDescription("upm: a self-hostable package server and its client"),
   Command.withSubcommands([
     serve, keygen, whoami, keyCommand, publish, install, match, versions, search, info, propose, trust, config,
-    store, send, receive, queue, user
+    store, send, receive, queue, user, peers
   ])
 )
 

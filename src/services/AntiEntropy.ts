@@ -167,6 +167,39 @@ export const peersReply: Effect.Effect<string> = Effect.flatMap(Effect.serviceOp
     })
 }))
 
+export interface PeersReply {
+  readonly self: string
+  readonly peers: ReadonlyArray<PeerReport>
+  readonly conflicts: ReadonlyArray<ConflictReport>
+}
+
+/** Reads a `?peers` reply (what `peersReply` writes); lines it does not know are skipped. */
+export const parsePeersReply = (text: string): PeersReply => {
+  let self = ""
+  const peers: Array<PeerReport> = []
+  const conflicts: Array<ConflictReport> = []
+  const num = (w: string | undefined) => (w === undefined || w === "-" || !/^\d+$/.test(w) ? Option.none<number>() : Option.some(Number(w)))
+  for (const line of text.length === 0 ? [] : text.split("\n")) {
+    const w = line.split(" ")
+    if (w[0] === "self" && w[1] !== undefined) self = w[1]
+    else if (w[0] === "peer" && w.length >= 7) {
+      const state = w[3] === "up" || w[3] === "down" ? w[3] : "unknown"
+      const error = w.slice(7).join(" ")
+      peers.push({
+        name: w[1]!, address: w[2]!, state, lastSync: num(w[4]), lag: num(w[5]), behind: num(w[6]),
+        lastError: error.length > 0 ? Option.some(error) : Option.none()
+      })
+    } else if (w[0] === "conflict" && w.length === 6) {
+      const kept = parseHash(w[2]!)
+      const other = parseHash(w[3]!)
+      if (Either.isRight(kept) && Either.isRight(other)) {
+        conflicts.push({ release: w[1]!, kept: kept.right, other: other.right, peer: w[4]!, at: Number(w[5]) })
+      }
+    }
+  }
+  return { self, peers, conflicts }
+}
+
 /**
  * The digest queries for one sync session. The index is built at the first digest query and reused for the
  * session (a comparison is a handful of queries in one session; a new session sees new releases).

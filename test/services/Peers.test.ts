@@ -84,6 +84,12 @@ describe("Peers", () => {
       const cb = yield* b!.conflicts
       assert.deepStrictEqual(ca.map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onA.tag, onB.tag, "b"]])
       assert.deepStrictEqual(cb.map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onB.tag, onA.tag, "a"]])
+      // what `upm peers status` reads: the `?peers` query
+      const client = yield* SyncClient.make(sim.node("probe").connect).pipe(Effect.provideService(ObjectStore, a!.store))
+      const report = AntiEntropy.parsePeersReply(yield* Effect.scoped(Effect.flatMap(client.connect({ host: "a", port: 0 }), (s) => s.query("peers"))))
+      assert.strictEqual(report.self, "a")
+      assert.deepStrictEqual(report.peers.map((p) => [p.name, p.address, p.state, p.lag, p.behind]), [["b", "b:0", "up", Option.some(0), Option.some(0)]])
+      assert.deepStrictEqual(report.conflicts.map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onA.tag, onB.tag, "b"]])
     }))
 
   it.scoped("servers holding the same releases compare them with one digest query, whatever their number", () =>
