@@ -11,8 +11,9 @@ import {
   HttpApi, HttpApiBuilder, HttpApiEndpoint, HttpApiGroup, HttpApiSchema, HttpApp, HttpServerRequest,
   HttpServerResponse, OpenApi
 } from "@effect/platform"
+import { createHash } from "node:crypto"
 import { Cache, Context, Duration, Effect, Either, Exit, Layer, Option, Predicate, Schema, Stream } from "effect"
-import { decodeTag, type TreeEntry as GitTreeEntry } from "../domain/GitObject.js"
+import type { TreeEntry as GitTreeEntry } from "../domain/GitObject.js"
 import { decodeManifestJson, MANIFEST_FILE } from "../domain/Manifest.js"
 import { ObjectHash } from "../domain/ObjectHash.js"
 import { maxSatisfying, PackageName, Segment, Version } from "../domain/Package.js"
@@ -688,9 +689,10 @@ export const layerHandlers = HttpApiBuilder.group(UpmHttpApi, "packages", (handl
       .handle("package", ({ path }) =>
         Effect.gen(function* () {
           const detail = yield* catalog.detail(yield* packageName(path))
-          // The version list changes when a version is published: a short cache, revalidated by content.
-          const etag = `${detail.name}@${detail.versions.map((v) => v.hash.slice(0, 12)).join(".")}`.replace(/[^A-Za-z0-9@._-]/g, "_")
-          return yield* cached(etag.length > 200 ? `${detail.name.replace("/", "_")}-${detail.versions.length}-${detail.versions[0]?.hash ?? ""}` : etag, SHORT_LIVED, Effect.succeed(detail))
+          // The version list changes when a version is published: a short cache, revalidated by content (the
+          // releases' hashes name everything shown).
+          const etag = createHash("sha1").update(detail.versions.map((v) => v.hash).join(",")).digest("hex")
+          return yield* cached(`${etag}-package`, SHORT_LIVED, Effect.succeed(detail))
         }).pipe(toHttpErrors))
       .handle("release", ({ path }) =>
         Effect.flatMap(resolvePath(path), (r) => cached(etagFor(r, "release"), cacheFor(r), Effect.succeed(r.info))).pipe(toHttpErrors))

@@ -1,7 +1,6 @@
 import { assert, describe, it, layer } from "@effect/vitest"
 import { Effect, HashMap, Layer, Logger } from "effect"
 import { connect } from "node:net"
-import { request } from "node:http"
 import { makeMemory, ObjectStore, StoreError } from "../../src/services/ObjectStore.js"
 import * as Registry from "../../src/services/Registry.js"
 import * as HttpServer from "../../src/services/HttpServer.js"
