@@ -1,7 +1,10 @@
 /** `upm keygen`, `upm whoami` (alias `upm key`), `upm trust <owner>`. */
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Effect, Option, Redacted } from "effect"
-import { Segment } from "../domain/Package.js"
+import { PackageName } from "../domain/Package.js"
+import { fingerprint, formatPublicKey } from "../domain/SshKey.js"
+import { getDecoded, ObjectStore } from "../services/ObjectStore.js"
+import { verifySignature } from "../services/Verifier.js"
 import { ClientConfig } from "../services/ClientConfig.js"
 import { Keys } from "../services/Keys.js"
 import { KnownKeys } from "../services/KnownKeys.js"
@@ -56,18 +59,34 @@ export const keyCommand = Command.make("key", { key, json, verbose }, whoamiHand
   Command.withDescription("Same as whoami: show your signing key and its fingerprint")
 )
 
-const owner = Args.text({ name: "owner" }).pipe(Args.withSchema(Segment), Args.withDescription("the owner namespace, e.g. alice"))
+const target = Args.text({ name: "owner[/name]" }).pipe(
+  Args.withDescription("the owner namespace (e.g. alice), or one of its packages (alice/hello) whose newest release shows the key")
+)
 
-export const trust = Command.make("trust", { owner, server, verbose }, (o) =>
+/**
+ * After a KeyChanged: looks up the newest release of the package (or of the owner's first package), checks its
+ * signature, shows the key and pins it for the owner, replacing the old pins. Confirm the fingerprint with the
+ * owner first.
+ */
+export const trust = Command.make("trust", { target, server, json, verbose }, (o) =>
   Effect.gen(function* () {
     const known = yield* KnownKeys
-    const remote = yield* Remote
-    const session = yield* remote.session
-    const reply = yield* session.query(`keys ${o.owner}`)
-    const keys = reply.split("\n").map((l) => l.trim()).filter((l) => l.startsWith("ssh-"))
-    if (keys.length === 0) return yield* new CliError({ code: ExitCode.NotFound, detail: `the server lists no keys for ${o.owner}` })
-    const before = yield* known.get(o.owner)
-    yield* known.accept(o.owner, keys)
-    yield* Console.log(`now trusting ${keys.length} key(s) for ${o.owner}` + (Option.isSome(before) ? ` (replacing ${before.value.length})` : ""))
+    const store = yield* ObjectStore
+    const session = yield* (yield* Remote).session
+    const [owner = "", pkg] = o.target.split("/")
+    const name = pkg !== undefined ? o.target : (yield* session.packages(owner))[0]
+    if (name === undefined) return yield* new CliError({ code: ExitCode.NotFound, detail: `the server has no packages of ${owner}` })
+    const newest = yield* session.match(PackageName.make(name))
+    if (Option.isNone(newest)) return yield* new CliError({ code: ExitCode.NotFound, detail: `${name} has no release` })
+    if (!(yield* store.has(newest.value.hash))) yield* session.pull(newest.value.hash)
+    const object = yield* getDecoded(newest.value.hash)
+    if (object.type !== "tag") return yield* new CliError({ code: ExitCode.Verification, detail: `${newest.value.hash} is not a release tag` })
+    const { publicKey } = yield* verifySignature(newest.value.hash, object.tag)
+    const before = yield* known.get(owner)
+    yield* known.accept(owner, [formatPublicKey(publicKey)])
+    const result = { owner, fingerprint: fingerprint(publicKey), from: `${name}@${newest.value.version}`, replaced: Option.getOrElse(before, () => []).length }
+    if (o.json) return yield* printJson(result)
+    yield* Console.log(`now trusting ${result.fingerprint} for ${owner} (the signer of ${result.from})` +
+      (result.replaced > 0 ? `, replacing ${result.replaced} key(s)` : ""))
   }).pipe(Effect.provide(clientLayer(o.server)))
-).pipe(Command.withDescription("Accept the keys the server now lists for an owner (after a key change you have confirmed)"))
+).pipe(Command.withDescription("Trust the key that now signs an owner's releases (after a key change you confirmed with the owner)"))

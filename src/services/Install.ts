@@ -273,19 +273,10 @@ export const install = (options: InstallOptions) =>
       })
 
     /**
-     * The owner's release keys as the server reports them (query `keys <owner>`). A server that does not
-     * answer that query leaves trust on first use to the signer's own key.
+     * The owner's release keys. The sync protocol has no query for them yet, so trust on first use pins the
+     * signer's own key; a later release signed by another key is refused (KeyChanged) until `upm trust`.
      */
-    const ownerKeys = (owner: string, signerLine: string) =>
-      Effect.gen(function* () {
-        const session = yield* remote.session
-        const reply = yield* session.query(`keys ${owner}`).pipe(Effect.option)
-        const lines = Option.match(reply, {
-          onNone: () => [],
-          onSome: (text) => text.split("\n").map((l) => l.trim()).filter((l) => l.startsWith("ssh-"))
-        })
-        return lines.length > 0 ? lines : [signerLine]
-      })
+    const ownerKeys = (_owner: string, signerLine: string) => Effect.succeed([signerLine])
 
     const localRegistry = yield* makeRegistry.pipe(Effect.provideService(ObjectStore, store))
 
