@@ -21,6 +21,7 @@ import {
 import type * as Net from "node:net"
 import * as SyncCodec from "../protocol/SyncCodec.js"
 import { ConnectionError, type ConnectionInfo, MessageProtocol, type Protocol, SyncProtocol } from "./Connection.js"
+import * as Metrics from "./Metrics.js"
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -252,6 +253,7 @@ export const make = (options: ListenerOptions) =>
         }
 
         yield* Effect.logDebug("connection").pipe(Effect.annotateLogs({ protocol }))
+        yield* Metrics.trackConnection(protocol) // upm_connections_total / _open{protocol}, for this scope
         let input: Stream.Stream<Uint8Array, ConnectionError> = first.ended ? Stream.empty : Stream.repeatEffectChunkOption(pull)
         if (first.prefix.length > 0) input = Stream.concat(Stream.make(first.prefix), input)
         const handler: Protocol = protocol === "sync" ? sync.serve : message.serve

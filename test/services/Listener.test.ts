@@ -3,9 +3,10 @@
  * listener: sniffing, limits, the first-bytes deadline, hostile input, graceful shutdown.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Deferred, Effect, Fiber, Layer, Option, Stream } from "effect"
+import { Context, Deferred, Effect, Fiber, Layer, Metric, Option, Stream } from "effect"
 import { ConnectionError, MessageProtocol, SyncProtocol } from "../../src/services/Connection.js"
 import * as Listener from "../../src/services/Listener.js"
+import * as Metrics from "../../src/services/Metrics.js"
 import { connect, exchange } from "../e2e/tcp.js"
 
 const bytes = (s: string) => new TextEncoder().encode(s)
@@ -47,11 +48,14 @@ const until = (listener: Listener.Listener["Type"], predicate: (s: Listener.List
   listener.changes.pipe(Stream.filter(predicate), Stream.runHead, Effect.map(Option.getOrThrow))
 
 describe("Listener", () => {
-  it.live("sniffs lit? to the sync protocol, with the sniffed bytes re-prepended", () =>
+  it.live("sniffs lit? to the sync protocol, with the sniffed bytes re-prepended, and counts it", () =>
     Effect.gen(function* () {
       const { listener } = yield* start()
+      const syncTotal = Metric.tagged(Metrics.connectionsTotal, "protocol", "sync")
+      const before = (yield* Metric.value(syncTotal)).count
       const got = yield* exchange(listener.address.port, "lit?0,1\nmore bytes")
       assert.strictEqual(got.toString(), "sync:lit?0,1\nmore bytes")
+      assert.strictEqual((yield* Metric.value(syncTotal)).count, before + 1)
       assert.strictEqual(listener.address.host, "127.0.0.1")
       assert.isAbove(listener.address.port, 0)
     }).pipe(Effect.scoped))
