@@ -361,18 +361,18 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
       )
       return fs.makeDirectory(path.dirname(file), { recursive: true }).pipe(
         Effect.mapError(fail(op, `creating the directory of ${file}`)),
-        Effect.zipRight(create),
-        Effect.zipRight(Effect.suspend(() => {
-          let committed = false
-          const commit = fs.rename(lock, file).pipe(
-            Effect.tap(() => Effect.sync(() => { committed = true })),
-            Effect.mapError(fail(op, `renaming ${lock}`))
-          )
-          return body(commit).pipe(
-            Effect.onExit(() => (committed ? Effect.void : Effect.ignore(fs.remove(lock)))),
-            Effect.uninterruptible // between lock and rename/removal, never stop half-way and leave the lock behind
-          )
-        }))
+        // Waiting for the lock can be interrupted; once it is ours, nothing stops us before rename or removal.
+        Effect.zipRight(Effect.uninterruptibleMask((restore) =>
+          Effect.zipRight(restore(create), Effect.suspend(() => {
+            let committed = false
+            const commit = fs.rename(lock, file).pipe(
+              Effect.tap(() => Effect.sync(() => { committed = true })),
+              Effect.mapError(fail(op, `renaming ${lock}`))
+            )
+            return body(commit).pipe(
+              Effect.onExit(() => (committed ? Effect.void : Effect.ignore(fs.remove(lock))))
+            )
+          }))))
       )
     }
 
