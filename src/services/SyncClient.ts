@@ -21,7 +21,7 @@ import { parseRelease, Version } from "../domain/Package.js"
 import * as Codec from "../protocol/SyncCodec.js"
 import { ConnectionError, type Protocol } from "./Connection.js"
 import { getDecoded, getFramed, missingReachable, ObjectStore } from "./ObjectStore.js"
-import { closure, makeFrontier, type Needed, walkParentFirst } from "./SyncGraph.js"
+import { closure, makeFrontier, makePutBuffer, type Needed, walkParentFirst } from "./SyncGraph.js"
 
 // ---------------------------------------------------------------------------------------------
 // Errors and values
@@ -251,7 +251,12 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
 
     interface Stats { objects: number; bytes: number; wants: number; rounds: number }
 
-    /** Decodes a received object, checking the type its parent announced, and stores it. */
+    const puts = makePutBuffer(store)
+    const flushPuts = puts.flush.pipe(Effect.mapError(storeFailed))
+    /** The next frame; objects waiting to be written are written first if the wait may be long. */
+    const nextFlushing = Effect.suspend(() => (ready.length === 0 ? Effect.zipRight(flushPuts, next) : next))
+
+    /** Decodes a received object, checking the type its parent announced, and queues it for the store. */
     const accept = (data: Uint8Array, hash: ObjectHash, expected: ObjectType | undefined) =>
       Effect.gen(function* () {
         const object: GitObject = yield* Either.match(decodeFramed(data, options.maxObjectSize), {
@@ -261,7 +266,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         if (expected !== undefined && expected !== object.type) {
           return yield* Effect.fail(clientError("BadObject", `object ${hash} is a ${object.type}, its parent says ${expected}`))
         }
-        yield* store.put(object.type, object.body).pipe(Effect.mapError(storeFailed))
+        yield* puts.add(object).pipe(Effect.mapError(storeFailed))
         return object
       })
 
@@ -305,7 +310,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         })
         yield* pump
         while (asked.size > 0) {
-          const frame = yield* next
+          const frame = yield* nextFlushing
           if (frame._tag !== "Send") {
             return yield* Effect.fail(clientError("Protocol", `expected SEND during a pull, got ${frame._tag}`))
           }
@@ -321,12 +326,14 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
           stats.objects++
           stats.bytes += frame.data.length
           if (object.type === "tree" || object.type === "tag") {
+            yield* flushPuts // the frontier looks at the store
             const below = yield* frontier.below(object).pipe(Effect.mapError(storeFailed))
             need(below, (depthOf.get(hash) ?? 1) + 1)
           }
           yield* onProgress({ direction: "pull", objects: stats.objects, bytes: stats.bytes, known: announced.size })
           yield* pump
         }
+        yield* flushPuts
         stats.rounds += rounds
       })
 
@@ -351,7 +358,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         for (const batch of batches) yield* writeFrame(Codec.query(`fetch ${batch.join(" ")}${haveText}`))
         let known = missing.length
         for (let done = 0; done < batches.length;) {
-          const frame = yield* next
+          const frame = yield* nextFlushing
           if (frame._tag === "Reply") {
             if (!/^fetched \d+$/.test(frame.text)) {
               return yield* Effect.fail(clientError("Protocol", `unexpected reply to fetch: ${JSON.stringify(frame.text)}`))
@@ -376,6 +383,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
           stats.bytes += frame.data.length
           yield* onProgress({ direction: "pull", objects: stats.objects, bytes: stats.bytes, known })
         }
+        yield* flushPuts
         stats.rounds += 1
       })
 
@@ -383,8 +391,11 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
       serial(Effect.gen(function* () {
         const onProgress = opts.onProgress ?? (() => Effect.void)
         const stats: Stats = { objects: 0, bytes: 0, wants: 0, rounds: 0 }
-        if (version >= 2) yield* fetchStream(root, opts.haves ?? [], stats, onProgress)
-        yield* wantLoop(root, stats, onProgress)
+        // However the pull ends, what was received and checked is written (a resumed pull needs less).
+        yield* Effect.gen(function* () {
+          if (version >= 2) yield* fetchStream(root, opts.haves ?? [], stats, onProgress)
+          yield* wantLoop(root, stats, onProgress)
+        }).pipe(Effect.ensuring(Effect.ignore(flushPuts)))
         const left = yield* missingBelow(root)
         if (left.length > 0) {
           return yield* Effect.fail(clientError("Missing", `graph of ${root} still misses ${left.length} objects`))

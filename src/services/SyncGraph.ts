@@ -7,7 +7,7 @@
 import { Effect, Either } from "effect"
 import { children, decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
 import type { ObjectHash } from "../domain/ObjectHash.js"
-import { CorruptObject, getDecoded, getFramed, missingReachable, ObjectStore } from "./ObjectStore.js"
+import { CorruptObject, getDecoded, getFramed, missingReachable, ObjectStore, type StoredObject } from "./ObjectStore.js"
 
 export interface Needed {
   readonly hash: ObjectHash
@@ -96,3 +96,27 @@ export const walkParentFirst = <E, R>(
     }
     return count
   })
+
+/**
+ * Objects received but not yet written, written together with `putMany` (one transaction on SQL stores,
+ * parallel files on the fs store) once `maxObjects` or `maxBytes` are waiting, or when the caller flushes
+ * (before it waits on the network, before it looks at the store, at the end).
+ */
+export const makePutBuffer = (store: ObjectStore["Type"], maxObjects = 256, maxBytes = 8 * 1024 * 1024) => {
+  let pending: Array<StoredObject> = []
+  let bytes = 0
+  const flush = Effect.suspend(() => {
+    if (pending.length === 0) return Effect.void
+    const batch = pending
+    pending = []
+    bytes = 0
+    return Effect.asVoid(store.putMany(batch))
+  })
+  const add = (object: StoredObject) =>
+    Effect.suspend(() => {
+      pending.push(object)
+      bytes += object.body.length
+      return pending.length >= maxObjects || bytes >= maxBytes ? flush : Effect.void
+    })
+  return { add, flush, size: () => pending.length }
+}

@@ -21,7 +21,7 @@ import { type ConnectionError, type ConnectionInfo, SyncProtocol } from "./Conne
 import { getFramed, missingReachable, ObjectStore, RefName } from "./ObjectStore.js"
 import { type Conversation, Conversations, ProposalPolicy } from "./ProposalPolicy.js"
 import { Registry } from "./Registry.js"
-import { closure, makeFrontier, walkParentFirst } from "./SyncGraph.js"
+import { closure, makeFrontier, makePutBuffer, walkParentFirst } from "./SyncGraph.js"
 import { SyncLimits } from "./SyncLimits.js"
 import { type VerifiedRelease, Verifier } from "./Verifier.js"
 
@@ -132,7 +132,7 @@ const makeFrameReader = (input: Stream.Stream<Uint8Array, ConnectionError>) =>
         return yield* next
       })
     })
-    return { next, handshakeDone: () => { handshakeDone = true } }
+    return { next, handshakeDone: () => { handshakeDone = true }, buffered: () => ready.length > 0 }
   })
 
 // ---------------------------------------------------------------------------------------------
@@ -174,6 +174,9 @@ export const session = (
     const limits = yield* SyncLimits
     const reader = yield* makeFrameReader(input)
     const frontier = yield* makeFrontier
+    const puts = makePutBuffer(store)
+    // However the session ends, what was received and checked is written (a resumed push needs less).
+    yield* Effect.addFinalizer(() => Effect.ignore(puts.flush))
     // A StoreError's detail is shown: e.g. an upstream pull-through cache says which upstream it could not reach.
     const storeError = (e: { readonly _tag: string; readonly detail?: string | undefined }) =>
       sessionError("Store", e._tag === "StoreError" && e.detail !== undefined ? e.detail : `storage failed (${e._tag})`)
@@ -314,6 +317,7 @@ export const session = (
     const finish = (p: Push) =>
       Effect.gen(function* () {
         push = undefined
+        yield* puts.flush.pipe(Effect.mapError(storeError))
         const release = p.release
         const decision = yield* policy.propose(release, conversation)
         switch (decision._tag) {
@@ -420,7 +424,7 @@ export const session = (
         if (p.total > limits.maxPushObjects) {
           return yield* Effect.fail(sessionError("Limit", `push exceeds ${limits.maxPushObjects} objects`))
         }
-        yield* putObject(object)
+        yield* puts.add(object).pipe(Effect.mapError(storeError))
         permit(p, object)
       })
 
@@ -433,6 +437,7 @@ export const session = (
         }
         p.mode = "want"
         p.permitted.clear()
+        yield* puts.flush.pipe(Effect.mapError(storeError))
         const needed = yield* missingReachable(p.release.tree).pipe(
           Effect.provideService(ObjectStore, store),
           Effect.mapError(storeError)
@@ -482,12 +487,14 @@ export const session = (
         if (announced !== undefined && announced !== object.type) {
           return yield* Effect.fail(sessionError("BadObject", `object ${hash} is a ${object.type}, its parent says ${announced}`))
         }
-        yield* putObject(object)
+        yield* puts.add(object).pipe(Effect.mapError(storeError))
         p.asked.delete(hash)
         const counter = p.batchOf.get(hash)
         p.batchOf.delete(hash)
         if (counter !== undefined && --counter.remaining === 0) p.outstanding--
         if (object.type === "tree") {
+          // The frontier looks at the store: everything received so far must be in it.
+          yield* puts.flush.pipe(Effect.mapError(storeError))
           const needed = yield* frontier.below(object).pipe(Effect.mapError(storeError))
           yield* enqueue(p, needed)
         }
@@ -497,6 +504,8 @@ export const session = (
 
     // Main loop -------------------------------------------------------------------------------
     for (;;) {
+      // Before waiting on the client, write what has arrived (an interrupted push keeps it for its resume).
+      if (!reader.buffered()) yield* puts.flush.pipe(Effect.mapError(storeError))
       const next = yield* reader.next
       if (Option.isNone(next)) {
         if (push !== undefined) {
