@@ -115,8 +115,9 @@ export const importDirectory = (dir: string, options: ImportOptions = {}) =>
             ))
       )
 
-    const root = yield* kindOf(dir, "")
-    if (root.kind !== "directory") {
+    // The directory itself may be reached through a symlink (only what is inside is recorded as links).
+    const root = yield* fs.stat(dir).pipe(Effect.mapError(unreadable("", "stat it")))
+    if (root.type !== "Directory") {
       return yield* Effect.fail(new ImportError({ reason: "NotADirectory", path: "", detail: `${dir} is not a directory` }))
     }
 
