@@ -238,12 +238,18 @@ export interface CatalogOptions {
   readonly maxTreeEntries: number
   /** Largest README rendered. */
   readonly maxReadmeBytes: number
+  /**
+   * Archives produced at once; more wait (their response head is sent, their bytes follow when a slot frees).
+   * Each holds one file in memory at a time, so this bounds the memory downloads take.
+   */
+  readonly maxConcurrentArchives: number
 }
 
 export const defaultCatalogOptions: CatalogOptions = {
   maxFileBytes: 10 * 1024 * 1024,
   maxTreeEntries: 50_000,
-  maxReadmeBytes: 1024 * 1024
+  maxReadmeBytes: 1024 * 1024,
+  maxConcurrentArchives: 16
 }
 
 type StoreFailure = StoreError | CorruptObject | ObjectNotFound
@@ -316,6 +322,7 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
     const store = yield* ObjectStore
     const registry = yield* Registry
     const withStore = Effect.provideService(ObjectStore, store)
+    const archiveSlots = yield* Effect.makeSemaphore(options.maxConcurrentArchives)
 
     const readTag = (hash: ObjectHash) =>
       Effect.flatMap(getDecoded(hash).pipe(withStore), (object) =>
@@ -554,9 +561,11 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
               Effect.fail(new NotExportable({ message: `this release cannot be exported safely: ${e.detail}`, path: e.path })))
           )
           const options = { prefix: archivePrefix(resolved), mtime: new Date(date ?? 0) }
-          return (kind === "tar.gz" ? Exporter.exportTarGz(tree, options) : Exporter.exportZip(tree, options)).pipe(
+          const bytes = (kind === "tar.gz" ? Exporter.exportTarGz(tree, options) : Exporter.exportZip(tree, options)).pipe(
             Stream.provideService(ObjectStore, store)
           )
+          // The slot is taken when the body starts and given back when it ends, however it ends.
+          return Stream.unwrapScoped(Effect.as(Effect.acquireRelease(archiveSlots.take(1), () => archiveSlots.release(1)), bytes))
         })
     })
   })

@@ -49,6 +49,10 @@ export const HttpConfig = Schema.Struct({
   maxFileBytes: Schema.optionalWith(PositiveInt, { default: () => defaultCatalogOptions.maxFileBytes }),
   /** Most entries the tree endpoint lists. */
   maxTreeEntries: Schema.optionalWith(PositiveInt, { default: () => defaultCatalogOptions.maxTreeEntries }),
+  /** Archives (.tar.gz, .zip) produced at once; more wait for a slot. Bounds the memory downloads take. */
+  maxConcurrentDownloads: Schema.optionalWith(PositiveInt, { default: () => defaultCatalogOptions.maxConcurrentArchives }),
+  /** Connections open at once; Node closes further ones at once until some end. */
+  maxConnections: Schema.optionalWith(PositiveInt, { default: () => 512 }),
   /** A client must send its whole request head within this time (slowloris). */
   headersTimeout: Schema.optionalWith(DurationSetting, { default: () => Duration.seconds(10) }),
   /** A connection with no traffic in either direction for this long is closed (also a stalled download). */
@@ -243,6 +247,7 @@ const nodeServer = (config: HttpConfig, host: string) =>
       maxHeaderSize: 16 * 1024
     })
     server.setTimeout(Duration.toMillis(config.idleTimeout))
+    server.maxConnections = config.maxConnections
     return server
   }, { port: config.port, host })
 
@@ -258,7 +263,8 @@ export const layer = (
   const catalogOptions: CatalogOptions = {
     ...defaultCatalogOptions,
     maxFileBytes: config.maxFileBytes,
-    maxTreeEntries: config.maxTreeEntries
+    maxTreeEntries: config.maxTreeEntries,
+    maxConcurrentArchives: config.maxConcurrentDownloads
   }
   const serve = HttpApiBuilder.httpApp.pipe(
     Effect.map((app) => HttpServer.serve(withRequestHandling(config)(app))),

@@ -124,7 +124,8 @@ const fixture = Layer.effectDiscard(Effect.gen(function* () {
   for (let i = 1; i <= 23; i++) yield* publish(`carol/pkg-${String(i).padStart(2, "0")}`, "0.1.0", { "a.txt": `${i}` })
 }))
 
-const TestLayer = layerHttp({ maxFileBytes: 1024 }).pipe(
+// One archive at a time: the download tests then also show that a slot comes back however a download ends.
+const TestLayer = layerHttp({ maxFileBytes: 1024, maxConcurrentDownloads: 1 }).pipe(
   Layer.provideMerge(fixture),
   Layer.provideMerge(layerStore),
   Layer.provideMerge(Layer.effect(SignerOf, Ref.make<string | undefined>(undefined)))
@@ -388,6 +389,14 @@ describe("HTTP API", () => {
         const full = yield* getBytes("/api/v1/packages/alice/big/1.0.0/archive.tar.gz")
         const entries = yield* untar(full.bytes)
         assert.strictEqual(entries.get("alice-big-1.0.0/b.bin")?.body.length, BIG_PART)
+        // Several at once with one slot: they queue, and all complete.
+        const all = yield* Effect.all([
+          getBytes("/api/v1/packages/alice/big/1.0.0/archive.zip"),
+          getBytes("/api/v1/packages/alice/big/1.0.0/archive.tar.gz"),
+          getBytes(`${v}/archive.zip`)
+        ], { concurrency: "unbounded" })
+        assert.deepStrictEqual(all.map((r) => r.status), [200, 200, 200])
+        assert.deepStrictEqual(all[1]?.bytes, full.bytes)
       }))
 
     it.effect("describes itself in OpenAPI", () =>
