@@ -8,6 +8,7 @@ import { config } from "./config.js"
 import { reportFailures } from "./errors.js"
 import { install } from "./install.js"
 import { keyCommand, keygen, trust, whoami } from "./keys.js"
+import { exportCommand, fsck, gc } from "./local.js"
 import { propose, publish } from "./publish.js"
 import { info, match, search, versions } from "./query.js"
 import { serve } from "./serve.js"
@@ -22,7 +23,8 @@ export const VERSION = "0.1.0"
 export const upm = Command.make("upm").pipe(
   Command.withDescription("upm: a self-hostable package server and its client"),
   Command.withSubcommands([
-    serve, keygen, whoami, keyCommand, publish, install, match, versions, search, info, propose, trust, config,
+    serve, keygen, whoami, keyCommand, publish, install, match, versions, search, info, propose, trust, fsck,
+    exportCommand, gc, config,
     store, send, receive, queue, user, peers
   ])
 )
