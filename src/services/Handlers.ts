@@ -28,7 +28,7 @@
  */
 import { Command, type CommandExecutor } from "@effect/platform"
 import {
-  Clock, Context, Deferred, Duration, Effect, Either, HashMap, Layer, Option, ParseResult, Queue, Ref, Schedule, Schema,
+  Chunk, Clock, Context, Deferred, Duration, Effect, Either, HashMap, Layer, Option, ParseResult, Queue, Ref, Schedule, Schema,
   type Scope, Stream, SubscriptionRef
 } from "effect"
 import * as Codec from "../protocol/MessageCodec.js"
@@ -249,14 +249,19 @@ const perRequest = (name: string, spec: HandlerSpec): Effect.Effect<Runner, neve
 
 interface Worker {
   readonly send: (frame: Uint8Array) => Effect.Effect<void>
-  /** Registers a request; fails when this process is already gone. */
-  readonly register: (id: number, deferred: Deferred.Deferred<Codec.HandlerReply, HandlerError>) => Effect.Effect<void, HandlerError>
+  /** Registers a request due by `deadline` (epoch ms); fails when this process is already gone. */
+  readonly register: (id: number, entry: PendingEntry) => Effect.Effect<void, HandlerError>
   readonly unregister: (id: number) => Effect.Effect<void>
   /** Ends this process (it is then restarted); its in-flight requests fail with `error`. */
   readonly stop: (error: HandlerError) => Effect.Effect<void>
 }
 
-type Pending = Option.Option<HashMap.HashMap<number, Deferred.Deferred<Codec.HandlerReply, HandlerError>>>
+interface PendingEntry {
+  readonly deferred: Deferred.Deferred<Codec.HandlerReply, HandlerError>
+  readonly deadline: number
+}
+
+type Pending = Option.Option<HashMap.HashMap<number, PendingEntry>>
 
 /** The process is considered stable, and the restart backoff reset, after running this long. */
 const STABLE_AFTER = Duration.seconds(10)
@@ -273,19 +278,26 @@ const persistent = (name: string, spec: HandlerSpec): Effect.Effect<Runner, neve
       const proc = yield* spawn(name, spec, { UPM_MESSAGE_TYPE: name })
       // Bounded: never more frames waiting than requests allowed in flight.
       const stdin = yield* Queue.bounded<Uint8Array>(spec.concurrency + 1)
-      yield* Stream.fromQueue(stdin).pipe(Stream.run(proc.stdin), Effect.ignore, Effect.forkScoped)
+      // Frames waiting together go out in one write.
+      yield* Stream.fromQueue(stdin).pipe(
+        Stream.mapChunks((frames) => Chunk.of<Uint8Array>(Chunk.size(frames) === 1 ? Chunk.unsafeHead(frames) : Buffer.concat([...frames]))),
+        Stream.run(proc.stdin),
+        Effect.ignore,
+        Effect.forkScoped
+      )
       const pending = yield* Ref.make<Pending>(Option.some(HashMap.empty()))
       const stopped = yield* Deferred.make<never, HandlerError>()
       const worker: Worker = {
         send: (frame) => Queue.offer(stdin, frame).pipe(Effect.asVoid),
-        register: (id, deferred) =>
+        register: (id, entry) =>
           Ref.modify(pending, (p): readonly [boolean, Pending] =>
-            Option.isNone(p) ? [false, p] : [true, Option.some(HashMap.set(p.value, id, deferred))]).pipe(
+            Option.isNone(p) ? [false, p] : [true, Option.some(HashMap.set(p.value, id, entry))]).pipe(
             Effect.flatMap((ok) =>
               ok ? Effect.void : Effect.fail(new HandlerError({ handler: name, reason: "Restarted", detail: "the handler process stopped" })))
           ),
         unregister: (id) => Ref.update(pending, Option.map(HashMap.remove(id))),
-        stop: (error) => Deferred.fail(stopped, error).pipe(Effect.asVoid)
+        // New requests wait for the next process from now on.
+        stop: (error) => SubscriptionRef.set(current, Option.none()).pipe(Effect.zipRight(Deferred.fail(stopped, error)), Effect.asVoid)
       }
       const complete = (reply: Codec.HandlerReply) => {
         const id = reply.header.id
@@ -294,9 +306,27 @@ const persistent = (name: string, spec: HandlerSpec): Effect.Effect<Runner, neve
           return [HashMap.get(p.value, id), Option.some(HashMap.remove(p.value, id))] as const
         }).pipe(Effect.flatMap(Option.match({
           onNone: () => Effect.logWarning(`reply for unknown request id ${JSON.stringify(id)} ignored`),
-          onSome: (deferred) => Deferred.succeed(deferred, reply)
+          onSome: (entry) => Deferred.succeed(entry.deferred, reply)
         })))
       }
+      // One sweeper per process instead of a timer per request (a timer per request cost more than the rest of
+      // the request): requests past their deadline fail with Timeout, and the process counts as hung.
+      const tick = Duration.millis(Math.min(1000, Math.max(10, Duration.toMillis(spec.timeout) / 10)))
+      const sweep = Effect.gen(function* () {
+        const now = yield* Clock.currentTimeMillis
+        const expired = yield* Ref.modify(pending, (p): readonly [ReadonlyArray<readonly [number, PendingEntry]>, Pending] => {
+          if (Option.isNone(p)) return [[], p]
+          const late = [...HashMap.filter(p.value, (e) => e.deadline <= now)]
+          return [late, late.length === 0 ? p : Option.some(HashMap.removeMany(p.value, late.map(([id]) => id)))]
+        })
+        if (expired.length === 0) return
+        const timeout = new HandlerError({ handler: name, reason: "Timeout", detail: `no reply within ${Duration.format(spec.timeout)}; restarting the handler` })
+        yield* worker.stop(new HandlerError({
+          handler: name, reason: "Restarted", detail: `restarted: request ${expired.map(([id]) => id).join(", ")} got no reply within ${Duration.format(spec.timeout)}`
+        }))
+        yield* Effect.forEach(expired, ([, e]) => Deferred.fail(e.deferred, timeout), { discard: true })
+      })
+      yield* sweep.pipe(Effect.repeat(Schedule.spaced(tick)), Effect.forkScoped)
       yield* SubscriptionRef.set(current, Option.some(worker))
       yield* Effect.logInfo(`handler started (pid ${proc.pid})`)
       const reader = replies(name, spec, proc.stdout).pipe(
@@ -309,7 +339,7 @@ const persistent = (name: string, spec: HandlerSpec): Effect.Effect<Runner, neve
       yield* Ref.set(lastExit, error.detail)
       const inFlight = yield* Ref.getAndSet(pending, Option.none())
       if (Option.isSome(inFlight)) {
-        yield* Effect.forEach(HashMap.values(inFlight.value), (d) => Deferred.fail(d, error), { discard: true })
+        yield* Effect.forEach(HashMap.values(inFlight.value), (e) => Deferred.fail(e.deferred, error), { discard: true })
       }
       yield* Effect.logWarning(`handler stopped: ${error.detail}`)
     }))
@@ -334,7 +364,9 @@ const persistent = (name: string, spec: HandlerSpec): Effect.Effect<Runner, neve
 
     return (invocation: Invocation) =>
       Effect.gen(function* () {
-        const worker = yield* current.changes.pipe(
+        // Fast path: the process is up. Otherwise wait for the supervisor to (re)start it, at most `timeout`.
+        const up = yield* SubscriptionRef.get(current)
+        const worker = Option.isSome(up) ? up.value : yield* current.changes.pipe(
           Stream.filterMap((w) => w),
           Stream.runHead,
           Effect.flatten,
@@ -346,17 +378,10 @@ const persistent = (name: string, spec: HandlerSpec): Effect.Effect<Runner, neve
           Effect.mapError((e) => new HandlerError({ handler: name, reason: "Garbage", detail: `cannot encode request: ${e.message}` }))
         )
         const deferred = yield* Deferred.make<Codec.HandlerReply, HandlerError>()
-        yield* worker.register(id, deferred)
+        const now = yield* Clock.currentTimeMillis
+        yield* worker.register(id, { deferred, deadline: now + Duration.toMillis(spec.timeout) })
         return yield* worker.send(request).pipe(
           Effect.zipRight(Deferred.await(deferred)),
-          Effect.timeoutFail({
-            duration: spec.timeout,
-            onTimeout: () => new HandlerError({ handler: name, reason: "Timeout", detail: `no reply within ${Duration.format(spec.timeout)}; restarting the handler` })
-          }),
-          Effect.tapError((e) =>
-            e.reason === "Timeout"
-              ? worker.stop(new HandlerError({ handler: name, reason: "Restarted", detail: `restarted: request ${id} got no reply within ${Duration.format(spec.timeout)}` }))
-              : Effect.void),
           Effect.ensuring(worker.unregister(id))
         )
       })
@@ -373,13 +398,20 @@ const admit = (name: string, spec: HandlerSpec, run: Runner) =>
         Ref.modify(admitted, (n): readonly [boolean, number] => (n >= spec.concurrency + spec.queue ? [false, n] : [true, n + 1])),
         (ok) =>
           ok
-            ? Effect.uninterruptibleMask((restore) =>
-              restore(slots.take(1).pipe(Effect.timeoutOption(spec.timeout))).pipe(
-                Effect.flatMap(Option.match({
-                  onNone: () => Effect.fail(busy(`no free slot within ${Duration.format(spec.timeout)} (${spec.concurrency} running)`)),
-                  onSome: () => restore(run(invocation)).pipe(Effect.ensuring(slots.release(1)))
-                }))
-              ))
+            // Fast path: a free slot now; otherwise wait for one, at most `timeout`.
+            ? slots.withPermitsIfAvailable(1)(run(invocation)).pipe(
+              Effect.flatMap(Option.match({
+                onSome: Effect.succeed,
+                onNone: () =>
+                  Effect.uninterruptibleMask((restore) =>
+                    restore(slots.take(1).pipe(Effect.timeoutOption(spec.timeout))).pipe(
+                      Effect.flatMap(Option.match({
+                        onNone: () => Effect.fail(busy(`no free slot within ${Duration.format(spec.timeout)} (${spec.concurrency} running)`)),
+                        onSome: () => restore(run(invocation)).pipe(Effect.ensuring(slots.release(1)))
+                      }))
+                    ))
+              }))
+            )
             : Effect.fail(busy(`too many requests (${spec.concurrency} running, ${spec.queue} waiting); try again later`)),
         (ok) => (ok ? Ref.update(admitted, (n) => n - 1) : Effect.void)
       )

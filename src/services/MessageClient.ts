@@ -18,7 +18,7 @@
  */
 import { NodeSocket } from "@effect/platform-node"
 import type { Socket } from "@effect/platform"
-import { Deferred, Duration, Effect, Either, HashMap, Mailbox, Option, Ref, Schema, type Scope, Stream } from "effect"
+import { Clock, Deferred, Duration, Effect, Either, HashMap, Mailbox, Option, Ref, Schedule, Schema, type Scope, Stream } from "effect"
 import * as Codec from "../protocol/MessageCodec.js"
 
 export class MessageClientError extends Schema.TaggedError<MessageClientError>()("MessageClientError", {
@@ -71,6 +71,13 @@ export interface ConnectOptions {
   readonly onMessage?: (message: Codec.ServerResponse) => Effect.Effect<void>
 }
 
+interface Pending {
+  readonly deferred: Deferred.Deferred<Codec.ServerResponse, MessageClientError>
+  /** Epoch ms after which the request fails with Timeout. */
+  readonly deadline: number
+  readonly type: string
+}
+
 const errorText = (response: Codec.ServerResponse) => {
   const data = response.payload.data
   if (typeof data === "object" && data !== null && "error" in data && typeof data.error === "string") return data.error
@@ -88,11 +95,24 @@ export const connect = (options: ConnectOptions): Effect.Effect<MessageSession, 
       openTimeout: options.connectTimeout ?? Duration.seconds(10)
     }).pipe(Effect.mapError((e) => new MessageClientError({ reason: "Connect", detail: `cannot connect to ${where}: ${e.message}` })))
     const write = yield* socket.writer
-    const pending = yield* Ref.make(HashMap.empty<number, Deferred.Deferred<Codec.ServerResponse, MessageClientError>>())
+    const pending = yield* Ref.make(HashMap.empty<number, Pending>())
     const nextId = yield* Ref.make(1)
     const closed = yield* Deferred.make<void, MessageClientError>()
-    // Closing the session ends every wait on it.
-    yield* Effect.addFinalizer(() => Deferred.succeed(closed, undefined))
+    // When the connection ends (or the session's scope closes), every request still waiting fails.
+    const failPending = Effect.flatMap(Ref.getAndSet(pending, HashMap.empty()), (m) =>
+      Effect.forEach(HashMap.values(m), (p) =>
+        Deferred.fail(p.deferred, new MessageClientError({ reason: "Closed", detail: `${where} closed the connection` })), { discard: true }))
+    // One sweeper for request timeouts instead of a timer per request.
+    yield* Effect.gen(function* () {
+      const now = yield* Clock.currentTimeMillis
+      const late = yield* Ref.modify(pending, (m) => {
+        const expired = [...HashMap.filter(m, (p) => p.deadline <= now)]
+        return [expired, expired.length === 0 ? m : HashMap.removeMany(m, expired.map(([id]) => id))] as const
+      })
+      yield* Effect.forEach(late, ([, p]) =>
+        Deferred.fail(p.deferred, new MessageClientError({ reason: "Timeout", detail: `no response to ${p.type} in time` })), { discard: true })
+    }).pipe(Effect.repeat(Schedule.spaced("100 millis")), Effect.forkScoped)
+    yield* Effect.addFinalizer(() => Effect.zipRight(Deferred.succeed(closed, undefined), failPending))
     const callbacks = yield* Ref.make(Option.none<ConversationCallbacks>())
     const encode = Codec.encodeMessage(Codec.ClientRequest, limits)
 
@@ -112,17 +132,14 @@ export const connect = (options: ConnectOptions): Effect.Effect<MessageSession, 
           onRight: Effect.succeed
         })
         const deferred = yield* Deferred.make<Codec.ServerResponse, MessageClientError>()
-        yield* Ref.update(pending, HashMap.set(id, deferred))
+        const timeout = Duration.decode(requestOptions?.timeout ?? requestTimeout)
+        const now = yield* Clock.currentTimeMillis
+        yield* Ref.update(pending, HashMap.set(id, { deferred, deadline: now + Duration.toMillis(timeout), type }))
+        if (yield* Deferred.isDone(closed)) {
+          return yield* Effect.fail(new MessageClientError({ reason: "Closed", detail: `${where} closed the connection` }))
+        }
         yield* write(frame).pipe(Effect.mapError((e) => new MessageClientError({ reason: "Closed", detail: `${where}: ${e.message}` })))
-        const timeout = requestOptions?.timeout ?? requestTimeout
-        return yield* Effect.raceFirst(Deferred.await(deferred), Effect.flatMap(Deferred.await(closed), () =>
-          Effect.fail(new MessageClientError({ reason: "Closed", detail: `${where} closed the connection` })))).pipe(
-          Effect.timeoutFail({
-            duration: timeout,
-            onTimeout: () => new MessageClientError({ reason: "Timeout", detail: `no response to ${type} within ${Duration.format(timeout)}` })
-          }),
-          Effect.ensuring(Ref.update(pending, HashMap.remove(id)))
-        )
+        return yield* Deferred.await(deferred).pipe(Effect.ensuring(Ref.update(pending, HashMap.remove(id))))
       })
 
     const expect: MessageSession["expect"] = (type, data, statuses = ["ok"]) =>
@@ -165,7 +182,7 @@ export const connect = (options: ConnectOptions): Effect.Effect<MessageSession, 
           return Effect.flatMap(Ref.get(pending), (m) =>
             Option.match(HashMap.get(m, id), {
               onNone: () => onPush(message),
-              onSome: (d) => Deferred.succeed(d, message)
+              onSome: (p) => Deferred.succeed(p.deferred, message)
             }))
         }
       })
@@ -181,7 +198,7 @@ export const connect = (options: ConnectOptions): Effect.Effect<MessageSession, 
       Codec.decodeAll(Codec.ServerResponse, limits),
       Stream.runForEach(dispatch),
       Effect.exit,
-      Effect.flatMap(() => Deferred.succeed(closed, undefined)),
+      Effect.flatMap(() => Effect.zipRight(Deferred.succeed(closed, undefined), failPending)),
       Effect.forkScoped
     )
 
