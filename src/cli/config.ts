@@ -1,41 +1,22 @@
-/** `upm config get [key]`, `upm config set <key> [value]`. */
+/** `upm config get [key]`, `upm config set <key> [value]` (implementations: run/config.ts). */
 import { Args, Command } from "@effect/cli"
-import { Console, Effect, Option } from "effect"
-import { ClientConfig, CONFIG_KEYS, isConfigKey, layer as configLayer } from "../services/ClientConfig.js"
-import { usage } from "./errors.js"
-import { json, printJson, verbose } from "./common.js"
+import { json, lazy, verbose } from "./options.js"
 
-const keyArg = Args.text({ name: "key" }).pipe(Args.withDescription(`one of: ${Object.keys(CONFIG_KEYS).join(", ")}`))
+/** The settings, as in ClientConfig.CONFIG_KEYS (kept here so `--help` loads nothing else). */
+const KEYS = "server (host[:port]), key (path of the SSH signing key)"
+const keyArg = Args.text({ name: "key" }).pipe(Args.withDescription(`one of: ${KEYS}`))
+const load = () => import("./run/config.js")
 
-const get = Command.make("get", { key: Args.optional(keyArg), json, verbose }, (o) =>
-  Effect.gen(function* () {
-    const config = yield* ClientConfig
-    const server = yield* config.server(Option.none())
-    const effective: Record<string, string | undefined> = {
-      server: server.address.toString(),
-      key: Option.match(config.keyPath(Option.none()), { onNone: () => undefined, onSome: (k) => k.path })
-    }
-    if (Option.isSome(o.key)) {
-      if (!isConfigKey(o.key.value)) return yield* usage(`unknown setting "${o.key.value}"`, `the settings are: ${Object.keys(CONFIG_KEYS).join(", ")}`)
-      const value = effective[o.key.value]
-      if (o.json) return yield* printJson(value ?? null)
-      return yield* Console.log(value ?? "")
-    }
-    const all = { ...effective, home: config.paths.home, configFile: config.paths.configFile }
-    if (o.json) return yield* printJson(all)
-    for (const [k, v] of Object.entries(all)) yield* Console.log(`${k}=${v ?? ""}`)
-  }).pipe(Effect.provide(configLayer))
-).pipe(Command.withDescription("Show the effective settings (or one of them), wherever they come from"))
-
-const set = Command.make("set", { key: keyArg, value: Args.optional(Args.text({ name: "value" })), verbose }, (o) =>
-  Effect.gen(function* () {
-    const config = yield* ClientConfig
-    yield* config.set(o.key, Option.getOrUndefined(o.value))
-    yield* Console.error(`${Option.isSome(o.value) ? "set" : "removed"} ${o.key} in ${config.paths.configFile}`)
-  }).pipe(Effect.provide(configLayer))
-).pipe(Command.withDescription("Change a setting in the config file (no value: remove it)"))
+export const getConfig = { key: Args.optional(keyArg), json, verbose }
+const get = Command.make("get", getConfig, lazy(load, (m) => m.get)).pipe(
+  Command.withDescription("Show the effective settings (or one of them), wherever they come from")
+)
+export const setConfig = { key: keyArg, value: Args.optional(Args.text({ name: "value" })), verbose }
+const set = Command.make("set", setConfig, lazy(load, (m) => m.set)).pipe(
+  Command.withDescription("Change a setting in the config file (no value: remove it)")
+)
 
 export const config = Command.make("config").pipe(
-  Command.withDescription(`Read and change settings ($XDG_CONFIG_HOME/upm/config.json): ${Object.entries(CONFIG_KEYS).map(([k, v]) => `${k}: ${v}`).join("; ")}`),
+  Command.withDescription(`Read and change settings in $XDG_CONFIG_HOME/upm/config.json: ${KEYS}`),
   Command.withSubcommands([get, set])
 )

@@ -1,73 +1,26 @@
-/** `upm install [owner/name@range …] [--into DIR] [--frozen]`. */
+/** `upm install [owner/name@range …] [--into DIR] [--frozen]` (implementation: run/install.ts). */
 import { Args, Command, HelpDoc, Options } from "@effect/cli"
-import { Clock, Console, Effect, Either, Option } from "effect"
+import { Effect, Either } from "effect"
 import { parseIdentifier } from "../domain/Package.js"
-import { install as runInstall, type InstallEvent } from "../services/Install.js"
-import { Remote } from "../services/Remote.js"
-import { formatPath, PackageNotFound } from "../services/Resolver.js"
-import { suggestions } from "./query.js"
-import { clientLayer, json, note, printJson, server, verbose } from "./common.js"
-import { bar, transferPayload } from "./progress.js"
+import { json, lazy, server, verbose } from "./options.js"
 
-const packages = Args.text({ name: "owner/name[@range]" }).pipe(
-  Args.mapEffect((text) =>
-    Either.match(parseIdentifier(text), {
-      onLeft: (e) => Effect.fail(HelpDoc.p(`"${text}": ${e.detail} (write owner/name or owner/name@range, e.g. alice/hello@^1.0.0)`)),
-      onRight: Effect.succeed
-    })),
-  Args.repeated,
-  Args.withDescription("packages to add (or update); none: install what upm.json (or upm.lock) asks for")
+export const installConfig = {
+  packages: Args.text({ name: "owner/name[@range]" }).pipe(
+    Args.mapEffect((text) =>
+      Either.match(parseIdentifier(text), {
+        onLeft: (e) => Effect.fail(HelpDoc.p(`"${text}": ${e.detail} (write owner/name or owner/name@range, e.g. alice/hello@^1.0.0)`)),
+        onRight: Effect.succeed
+      })),
+    Args.repeated,
+    Args.withDescription("packages to add (or update); none: install what upm.json (or upm.lock) asks for")
+  ),
+  into: Options.directory("into").pipe(Options.optional, Options.withDescription("install into this directory instead of ./upm_modules")),
+  frozen: Options.boolean("frozen").pipe(Options.withDescription("install exactly what upm.lock pins; fail instead of changing it (for CI)")),
+  server,
+  json,
+  verbose
+}
+
+export const install = Command.make("install", installConfig, lazy(() => import("./run/install.js"), (m) => m.install)).pipe(
+  Command.withDescription("Install packages and their dependencies into upm_modules/, verified, and write upm.lock")
 )
-const into = Options.directory("into").pipe(Options.optional, Options.withDescription("install into this directory instead of ./upm_modules"))
-const frozen = Options.boolean("frozen").pipe(Options.withDescription("install exactly what upm.lock pins; fail instead of changing it (for CI)"))
-
-export const install = Command.make("install", { packages, into, frozen, server, json, verbose }, (o) =>
-  Effect.scoped(Effect.gen(function* () {
-    const progress = yield* bar("installing {bar} {value}/{total} packages | {bytes} | {rate}")
-    const start = yield* Clock.currentTimeMillis
-    const onEvent = (e: InstallEvent): Effect.Effect<void> => {
-      switch (e._tag) {
-        case "Fetching":
-          return Effect.flatMap(Clock.currentTimeMillis, (now) => progress.update(e.done, e.total, transferPayload(e.bytes, now - start)))
-        case "Offline":
-          return note(`upm: ${e.reason}; resolving from the local cache`)
-        case "Trusted":
-          return note(`upm: trusting ${e.keys.length} key(s) for ${e.owner} from now on (first use)`)
-        default:
-          return Effect.void
-      }
-    }
-    const result = yield* runInstall({
-      dir: ".",
-      ...(Option.isSome(o.into) ? { into: o.into.value } : {}),
-      requests: o.packages,
-      frozen: o.frozen,
-      onEvent
-    })
-    const elapsed = (yield* Clock.currentTimeMillis) - start
-    return { result, elapsed }
-  })).pipe(
-    // A name that does not exist: the closest names the server knows.
-    Effect.catchTag("PackageNotFound", (e) =>
-      Effect.gen(function* () {
-        const remote = yield* Remote
-        const found = (yield* remote.connected)
-          ? yield* remote.session.pipe(Effect.flatMap((s) => suggestions(s, e.name)), Effect.orElseSucceed(() => []))
-          : []
-        return yield* new PackageNotFound({ name: e.name, path: e.path, suggestions: found })
-      })),
-    Effect.flatMap(({ result, elapsed }) =>
-      Effect.gen(function* () {
-        if (o.json) return yield* printJson(result)
-        const fetched = result.packages.filter((p) => p.fetched).length
-        for (const p of result.packages) yield* Console.log(`${p.name}@${p.version} → ${p.path}`)
-        for (const cycle of result.cycles) yield* note(`note: dependency cycle ${formatPath(cycle.map((c) => ({ name: c })))}`)
-        yield* note(
-          `installed ${result.packages.length} package(s) in ${(elapsed / 1000).toFixed(2)} s` +
-            (fetched > 0 ? `, ${fetched} fetched` : ", all from the local cache") +
-            (result.lockfile === "written" ? "; wrote upm.lock" : "")
-        )
-      })),
-    Effect.provide(clientLayer(o.server))
-  )
-).pipe(Command.withDescription("Install packages and their dependencies into upm_modules/, verified, and write upm.lock"))

@@ -1,99 +1,42 @@
-/** Commands on the local store (UPM_HOME/store): `fsck`, `export`, `gc`. */
+/** Commands on the local store (UPM_HOME/store): `fsck`, `export`, `gc` (implementations: run/local.ts). */
 import { Args, Command, HelpDoc, Options } from "@effect/cli"
-import { FileSystem, Path } from "@effect/platform"
-import { Console, Effect, Either, Option, Stream } from "effect"
+import { Effect, Either } from "effect"
 import { ObjectHash } from "../domain/ObjectHash.js"
 import { type PackageName, parseIdentifier, type Range } from "../domain/Package.js"
-import { ClientConfig } from "../services/ClientConfig.js"
-import { exportTarGz, exportTree, exportZip } from "../services/Exporter.js"
-import { findRelease, fsck as runFsck, gc as runGc } from "../services/LocalStore.js"
-import { getDecoded, ObjectStore } from "../services/ObjectStore.js"
-import { Remote } from "../services/Remote.js"
-import { verifySignature } from "../services/Verifier.js"
-import { clientLayer, formatBytes, json, noServer, printJson, server, verbose } from "./common.js"
-import { CliError, ExitCode } from "./errors.js"
-import { matchOrExplain } from "./query.js"
+import { json, lazy, server, verbose } from "./options.js"
 
-export const fsck = Command.make("fsck", { json, verbose }, (o) =>
-  Effect.gen(function* () {
-    const report = yield* runFsck
-    if (o.json) yield* printJson(report)
-    else {
-      for (const p of report.problems) yield* Console.log(`${p.what}: ${p.detail}`)
-      yield* Console.error(`checked ${report.objects} objects, ${report.refs} refs (${report.releases} releases): ` +
-        (report.problems.length === 0 ? "all good" : `${report.problems.length} problem(s)`))
-    }
-    if (report.problems.length > 0) {
-      return yield* new CliError({
-        code: ExitCode.Verification,
-        detail: `the local store has ${report.problems.length} problem(s)`,
-        hint: "`upm gc` removes unreachable objects; a release with problems is fetched again after removing its ref"
-      })
-    }
-  }).pipe(Effect.provide(clientLayer(noServer)))
-).pipe(Command.withDescription("Check the local store: every object's hash and structure, every release's graph and signature"))
+const load = () => import("./run/local.js")
 
-export const gc = Command.make("gc", {
-  dryRun: Options.boolean("dry-run").pipe(Options.withDescription("only say what would be removed")),
-  json,
-  verbose
-}, (o) =>
-  Effect.gen(function* () {
-    const config = yield* ClientConfig
-    const report = yield* runGc(config.paths.store, o.dryRun)
-    if (o.json) return yield* printJson(report)
-    yield* Console.log(`${o.dryRun ? "would remove" : "removed"} ${report.removed} unreachable object(s) (${formatBytes(report.bytes)}); ${report.kept} kept`)
-  }).pipe(Effect.provide(clientLayer(noServer)))
-).pipe(Command.withDescription("Remove objects of the local store that no release or ref reaches"))
+export const fsckConfig = { json, verbose }
+export const fsck = Command.make("fsck", fsckConfig, lazy(load, (m) => m.fsck)).pipe(
+  Command.withDescription("Check the local store: every object's hash and structure, every release's graph and signature")
+)
 
-type RefArg =
+export const gcConfig = { dryRun: Options.boolean("dry-run").pipe(Options.withDescription("only say what would be removed")), json, verbose }
+export const gc = Command.make("gc", gcConfig, lazy(load, (m) => m.gc)).pipe(
+  Command.withDescription("Remove objects of the local store that no release or ref reaches")
+)
+
+export type RefArg =
   | { readonly _tag: "Hash"; readonly hash: ObjectHash }
   | { readonly _tag: "Name"; readonly name: PackageName; readonly range: Range | undefined }
 
-const ref = Args.text({ name: "ref" }).pipe(
-  Args.mapEffect((text): Effect.Effect<RefArg, HelpDoc.HelpDoc> => {
-    if (/^[0-9a-f]{40}$/i.test(text)) return Effect.succeed({ _tag: "Hash", hash: ObjectHash.make(text.toLowerCase()) })
-    return Either.match(parseIdentifier(text), {
-      onLeft: (e) => Effect.fail(HelpDoc.p(`"${text}": ${e.detail} (give owner/name[@range] or a release hash)`)),
-      onRight: (id): Effect.Effect<RefArg, HelpDoc.HelpDoc> => Effect.succeed({ _tag: "Name", name: id.name, range: id.range })
-    })
-  }),
-  Args.withDescription("owner/name[@range] or a release (tag) hash")
+export const exportConfig = {
+  ref: Args.text({ name: "ref" }).pipe(
+    Args.mapEffect((text): Effect.Effect<RefArg, HelpDoc.HelpDoc> => {
+      if (/^[0-9a-f]{40}$/i.test(text)) return Effect.succeed({ _tag: "Hash", hash: ObjectHash.make(text.toLowerCase()) })
+      return Either.match(parseIdentifier(text), {
+        onLeft: (e) => Effect.fail(HelpDoc.p(`"${text}": ${e.detail} (give owner/name[@range] or a release hash)`)),
+        onRight: (id): Effect.Effect<RefArg, HelpDoc.HelpDoc> => Effect.succeed({ _tag: "Name", name: id.name, range: id.range })
+      })
+    }),
+    Args.withDescription("owner/name[@range] or a release (tag) hash")
+  ),
+  format: Options.choice("format", ["tar.gz", "zip", "dir"]).pipe(Options.withDefault("dir" as const), Options.withDescription("tar.gz, zip or dir")),
+  out: Options.text("out").pipe(Options.optional, Options.withDescription("output path (default ./<owner>-<name>-<version>[.tar.gz|.zip]); - for stdout")),
+  server,
+  verbose
+}
+export const exportCommand = Command.make("export", exportConfig, lazy(load, (m) => m.exportRelease)).pipe(
+  Command.withDescription("Write a release's files as a directory, a .tar.gz or a .zip (from the local store, else the server)")
 )
-const format = Options.choice("format", ["tar.gz", "zip", "dir"]).pipe(Options.withDefault("dir" as const), Options.withDescription("tar.gz, zip or dir"))
-const out = Options.text("out").pipe(Options.optional, Options.withDescription("output path (default ./<owner>-<name>-<version>[.tar.gz|.zip]); - for stdout"))
-
-export const exportCommand = Command.make("export", { ref, format, out, server, verbose }, (o) =>
-  Effect.gen(function* () {
-    const store = yield* ObjectStore
-    const fs = yield* FileSystem.FileSystem
-    const path = yield* Path.Path
-    const remote = yield* Remote
-    // The release: from the local store when it has it, else from the server.
-    let hash: ObjectHash
-    if (o.ref._tag === "Hash") hash = o.ref.hash
-    else {
-      const local = yield* findRelease(o.ref.name, o.ref.range)
-      if (Option.isSome(local)) hash = local.value.hash
-      else hash = (yield* matchOrExplain(yield* remote.session, o.ref.name, o.ref.range)).hash
-    }
-    if (!(yield* store.has(hash))) yield* (yield* remote.session).pull(hash)
-    const object = yield* getDecoded(hash)
-    if (object.type !== "tag") return yield* new CliError({ code: ExitCode.Usage, detail: `${hash} is a ${object.type}, not a release` })
-    const { shape } = yield* verifySignature(hash, object.tag)
-    const base = `${shape.name.replace("/", "-")}-${shape.version}`
-    const target = Option.getOrElse(o.out, () => (o.format === "dir" ? base : `${base}.${o.format}`))
-    if (o.format === "dir") {
-      const result = yield* exportTree(shape.tree, path.resolve(target))
-      return yield* Console.error(`exported ${shape.name}@${shape.version} into ${target} (${result.files} files, ${formatBytes(result.bytes)})`)
-    }
-    const stream = o.format === "zip" ? exportZip(shape.tree, { prefix: base }) : exportTarGz(shape.tree, { prefix: base })
-    if (target === "-") {
-      return yield* stream.pipe(Stream.runForEach((chunk) => Effect.async<void>((resume) => {
-        process.stdout.write(chunk, () => resume(Effect.void))
-      })))
-    }
-    yield* stream.pipe(Stream.run(fs.sink(target)))
-    yield* Console.error(`wrote ${target}`)
-  }).pipe(Effect.provide(clientLayer(o.server)))
-).pipe(Command.withDescription("Write a release's files as a directory, a .tar.gz or a .zip (from the local store, else the server)"))

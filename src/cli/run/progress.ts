@@ -3,7 +3,7 @@
  * so logs and pipes stay clean.
  */
 import { Effect, type Scope } from "effect"
-import { formatBytes, isTty } from "./common.js"
+import { formatBytes, isTty } from "./client.js"
 
 export interface Bar {
   readonly update: (value: number, total: number, payload?: Record<string, string>) => Effect.Effect<void>
