@@ -274,7 +274,11 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
      * v0 (and v2's fallback): WANT what is missing below `root`, level by level, up to `maxWantBatches` WANT
      * frames in flight.
      */
-    const wantLoop = (root: ObjectHash, stats: Stats, onProgress: (p: Progress) => Effect.Effect<void>) =>
+    const wantLoop = (
+      initial: ReadonlyArray<ObjectHash>,
+      stats: Stats,
+      onProgress: (p: Progress) => Effect.Effect<void>
+    ) =>
       Effect.gen(function* () {
         const frontier = yield* provided(makeFrontier)
         const depthOf = new Map<ObjectHash, number>()
@@ -294,7 +298,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
           }
         }
         // Resume: what is already stored is walked, only its missing parts are asked for.
-        need((yield* missingBelow(root)).map((hash) => ({ hash, type: undefined })), 1)
+        need(initial.map((hash) => ({ hash, type: undefined })), 1)
         const pump = Effect.gen(function* () {
           while (outstanding < options.maxWantBatches && queue.length > 0) {
             const batch = queue.splice(0, Codec.MAX_WANT)
@@ -342,13 +346,12 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
      * `!fetched <n>`. Each object must hang below one already received (or be one of the named roots).
      */
     const fetchStream = (
-      root: ObjectHash,
+      missing: ReadonlyArray<ObjectHash>,
       haves: ReadonlyArray<ObjectHash>,
       stats: Stats,
       onProgress: (p: Progress) => Effect.Effect<void>
     ) =>
       Effect.gen(function* () {
-        const missing = yield* missingBelow(root)
         if (missing.length === 0) return
         const permitted = new Map<ObjectHash, ObjectType | undefined>(missing.map((h) => [h, undefined]))
         const haveText = haves.length === 0 ? "" : ` have ${haves.slice(0, 16).join(" ")}`
@@ -392,14 +395,21 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         const onProgress = opts.onProgress ?? (() => Effect.void)
         const stats: Stats = { objects: 0, bytes: 0, wants: 0, rounds: 0 }
         // However the pull ends, what was received and checked is written (a resumed pull needs less).
+        // Each walk of the local graph (missingBelow) also serves as the previous step's completeness check.
         yield* Effect.gen(function* () {
-          if (version >= 2) yield* fetchStream(root, opts.haves ?? [], stats, onProgress)
-          yield* wantLoop(root, stats, onProgress)
+          let missing = yield* missingBelow(root)
+          if (version >= 2 && missing.length > 0) {
+            yield* fetchStream(missing, opts.haves ?? [], stats, onProgress)
+            missing = yield* missingBelow(root)
+          }
+          if (missing.length > 0) {
+            yield* wantLoop(missing, stats, onProgress)
+            const left = yield* missingBelow(root)
+            if (left.length > 0) {
+              return yield* Effect.fail(clientError("Missing", `graph of ${root} still misses ${left.length} objects`))
+            }
+          }
         }).pipe(Effect.ensuring(Effect.ignore(flushPuts)))
-        const left = yield* missingBelow(root)
-        if (left.length > 0) {
-          return yield* Effect.fail(clientError("Missing", `graph of ${root} still misses ${left.length} objects`))
-        }
         return { root, ...stats } satisfies PullResult
       }))
 

@@ -41,22 +41,25 @@ export const makeFrontier = Effect.gen(function* () {
 })
 
 /**
- * Every stored object reachable from `roots` (roots that are not stored are ignored): what the other side
- * certainly has when it names these roots as complete releases. Bounded by `limit` objects.
+ * The objects reachable from `roots` as far as the local store knows them: what the other side has when it
+ * names these roots as complete releases. Trees (and tags) that are not stored locally cannot be looked into and
+ * are left out with what is below them; blobs are listed without touching the store. Bounded by `limit`.
  */
 export const closure = (roots: ReadonlyArray<ObjectHash>, limit = 1_000_000) =>
   Effect.gen(function* () {
-    const store = yield* ObjectStore
     const seen = new Set<ObjectHash>()
     let frontier: Array<{ hash: ObjectHash; type: ObjectType | undefined }> = roots.map((hash) => ({ hash, type: undefined }))
     while (frontier.length > 0 && seen.size < limit) {
-      const absent = new Set(yield* store.missing(frontier.map((f) => f.hash)))
       const next: Array<{ hash: ObjectHash; type: ObjectType | undefined }> = []
       for (const item of frontier) {
-        if (absent.has(item.hash) || seen.has(item.hash)) continue
+        if (seen.has(item.hash)) continue
+        if (item.type === "blob") {
+          seen.add(item.hash)
+          continue
+        }
+        const object = yield* getDecoded(item.hash).pipe(Effect.catchTag("ObjectNotFound", () => Effect.succeed(undefined)))
+        if (object === undefined) continue
         seen.add(item.hash)
-        if (item.type === "blob") continue
-        const object = yield* getDecoded(item.hash)
         for (const child of children(object)) if (!seen.has(child.hash)) next.push(child)
       }
       frontier = next
