@@ -37,7 +37,6 @@ describe("ServerConfig", () => {
         host: "0.0.0.0", port: 5000, store: "sqlite:/tmp/x.db",
         limits: { maxConnections: 10, shutdownGrace: "3s", firstBytesTimeout: 250 },
         sync: { maxWantBatches: 4, idleTimeout: "30 seconds" },
-        peers: [{ anything: "owned by the peers module" }],
         messages: { selfRegistration: true },
         handlers: {}
       }))
