@@ -222,24 +222,25 @@ const main = async () => {
     const vTgzSize = (await (await fetch(vTgzUrl)).arrayBuffer()).byteLength
 
     // ---- measure
-    console.log(`\nwrk -t2 -c${connections} -d${duration}s; Node ${process.version}, Verdaccio ${vVersion}, ${execFileSync("git", ["--version"], { encoding: "utf8" }).trim()}`)
+    console.log(`\nwrk -t2 -c${connections} -d${duration}s (downloads ${duration * 3}s); load average ${execFileSync("cat", ["/proc/loadavg"], { encoding: "utf8" }).split(" ").slice(0, 3).join(" ")}; Node ${process.version}, Verdaccio ${vVersion}, ${execFileSync("git", ["--version"], { encoding: "utf8" }).trim()}`)
     console.log(`${"endpoint".padEnd(44)} ${"req/s".padStart(8)} ${"p50 ms".padStart(9)} ${"p99 ms".padStart(9)} ${"MB/s".padStart(9)}`)
     const results: Record<string, WrkResult> = {}
-    const run = (key: string, label: string, url: string) => {
-      results[key] = wrk(label, url, connections, duration)
+    // 100 clients × 10 MB is a gigabyte per round: downloads run 3× longer so that requests complete.
+    const run = (key: string, label: string, url: string, seconds = duration) => {
+      results[key] = wrk(label, url, connections, seconds)
       console.log(row(results[key]!))
     }
     run("upmVersions", "upm   GET /api/v1/packages/bench/greetings", `${upmUrl}/api/v1/packages/bench/greetings`)
     run("vMeta", "verd. GET /greetings-bench (packument)", `${vUrl}/greetings-bench`)
     run("upmRelease", "upm   GET …/bench/greetings/1.0.9 (one release)", `${upmUrl}/api/v1/packages/bench/greetings/1.0.9`)
-    run("upmTgz", `upm   10 MB .tar.gz (${(tgzSize / 1e6).toFixed(1)} MB, streamed)`, tgzUrl)
-    run("upmFile", "upm   10 MB raw file (files/big.bin)", `${upmUrl}/api/v1/packages/bench/big/1.0.0/files/big.bin`)
-    run("vTgz", `verd. 10 MB tarball (${(vTgzSize / 1e6).toFixed(1)} MB)`, vTgzUrl)
+    run("upmTgz", `upm   10 MB .tar.gz (${(tgzSize / 1e6).toFixed(1)} MB, streamed)`, tgzUrl, duration * 3)
+    run("upmFile", "upm   10 MB raw file (files/big.bin)", `${upmUrl}/api/v1/packages/bench/big/1.0.0/files/big.bin`, duration * 3)
+    run("vTgz", `verd. 10 MB tarball (${(vTgzSize / 1e6).toFixed(1)} MB)`, vTgzUrl, duration * 3)
 
     // ---- one client, one archive at a time: upm's HTTP download against git archive on the same store
     const single: Array<number> = []
     const gitTimes: Array<number> = []
-    for (let i = 0; i < 10; i++) {
+    for (let i = 0; i < 5; i++) {
       let t = performance.now()
       await (await fetch(tgzUrl)).arrayBuffer()
       single.push(performance.now() - t)

@@ -21,9 +21,10 @@
  * | `upm_handler_restarts_total` | counter | `handler` |
  * | `upm_sync_lag_seconds` | gauge | `peer` (how far behind the peer this server is) |
  */
-import { Effect, FiberRef, HashSet, Layer, Logger, Metric, MetricBoundaries, MetricState, Option, Schema } from "effect"
-import * as MetricKeyType from "effect/MetricKeyType"
-import type * as MetricPair from "effect/MetricPair"
+import {
+  Effect, FiberRef, HashSet, Layer, Logger, Metric, MetricBoundaries, MetricKeyType, type MetricPair, MetricState, Option,
+  Schema
+} from "effect"
 
 // ---------------------------------------------------------------------------------------------
 // The metrics

@@ -1,0 +1,58 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Metric, MetricBoundaries } from "effect"
+import * as Metrics from "../../src/services/Metrics.js"
+
+const sampleOf = (text: string, series: string) =>
+  text.split("\n").find((line) => line.startsWith(`${series} `))?.slice(series.length + 1)
+
+describe("Metrics (Prometheus text)", () => {
+  it.effect("renders counters, gauges and histograms with escaped labels", () =>
+    Effect.gen(function* () {
+      const counter = Metric.counter("test_render_total", { description: "A test\ncounter", incremental: true })
+      yield* Metric.incrementBy(Metric.tagged(counter, "path", "a\"b\\c\nd"), 3)
+      const gauge = Metric.gauge("test_render_gauge")
+      yield* Metric.set(gauge, -2.5)
+      const histogram = Metric.histogram("test_render_seconds", MetricBoundaries.fromIterable([0.1, 1, 10]))
+      for (const v of [0.05, 0.5, 5, 50]) yield* Metric.update(histogram, v)
+      const text = yield* Metrics.prometheusText
+      assert.include(text, "# HELP test_render_total A test\\ncounter\n# TYPE test_render_total counter\n")
+      assert.strictEqual(sampleOf(text, "test_render_total{path=\"a\\\"b\\\\c\\nd\"}"), "3")
+      assert.include(text, "# TYPE test_render_gauge gauge\n")
+      assert.strictEqual(sampleOf(text, "test_render_gauge"), "-2.5")
+      assert.include(text, [
+        "# TYPE test_render_seconds histogram",
+        "test_render_seconds_bucket{le=\"0.1\"} 1",
+        "test_render_seconds_bucket{le=\"1\"} 2",
+        "test_render_seconds_bucket{le=\"10\"} 3",
+        "test_render_seconds_bucket{le=\"+Inf\"} 4",
+        "test_render_seconds_sum 55.55",
+        "test_render_seconds_count 4"
+      ].join("\n"))
+    }))
+
+  it.effect("the helpers count what other modules report", () =>
+    Effect.gen(function* () {
+      const open = () => Effect.map(Metrics.prometheusText, (t) => sampleOf(t, "upm_connections_open{protocol=\"message\"}"))
+      yield* Effect.scoped(Effect.gen(function* () {
+        yield* Metrics.trackConnection("message")
+        yield* Metrics.trackConnection("message")
+        assert.strictEqual(yield* open(), "2")
+      }))
+      assert.strictEqual(yield* open(), "0")
+      yield* Metrics.countRequest("sync", "want")
+      yield* Metrics.countServed("sync", 2, 100)
+      yield* Metrics.countPushSealed
+      yield* Metrics.countPushRejected("NotOwner")
+      yield* Metrics.countHandlerRestart("propose")
+      yield* Metrics.setSyncLag("peer-a", 1.5)
+      const text = yield* Metrics.prometheusText
+      assert.strictEqual(sampleOf(text, "upm_connections_total{protocol=\"message\"}"), "2")
+      assert.strictEqual(sampleOf(text, "upm_requests_total{protocol=\"sync\",type=\"want\"}"), "1")
+      assert.strictEqual(sampleOf(text, "upm_objects_served_total{protocol=\"sync\"}"), "2")
+      assert.strictEqual(sampleOf(text, "upm_bytes_served_total{protocol=\"sync\"}"), "100")
+      assert.strictEqual(sampleOf(text, "upm_pushes_sealed_total"), "1")
+      assert.strictEqual(sampleOf(text, "upm_pushes_rejected_total{reason=\"NotOwner\"}"), "1")
+      assert.strictEqual(sampleOf(text, "upm_handler_restarts_total{handler=\"propose\"}"), "1")
+      assert.strictEqual(sampleOf(text, "upm_sync_lag_seconds{peer=\"peer-a\"}"), "1.5")
+    }))
+})
