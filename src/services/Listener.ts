@@ -176,7 +176,7 @@ export const make = (options: ListenerOptions) =>
     // The socket server lives in its own scope so that shutdown can close the listening socket first and
     // drain the connections afterwards (closing the layer's scope would interrupt them at once).
     const serverScope = yield* Scope.make()
-    const server = yield* NodeSocketServer.make({ host: options.host, port: options.port, allowHalfOpen: true }).pipe(
+    const server = yield* NodeSocketServer.make({ host: options.host, port: options.port, allowHalfOpen: true, noDelay: true }).pipe(
       Scope.extend(serverScope),
       Effect.mapError((e) =>
         new ListenerError({ reason: "Open", detail: `cannot listen on ${options.host}:${options.port}: ${e.message}`, cause: e })),
