@@ -264,6 +264,10 @@ export interface ResolvedRelease {
 export class Catalog extends Context.Tag("upm/HttpCatalog")<Catalog, {
   readonly list: (query: string, page: number, perPage: number) => Effect.Effect<PackageList, StoreFailure>
   readonly detail: (name: PackageName) => Effect.Effect<PackageDetail, NotFound | StoreFailure>
+  /** `detail` with its JSON text and an ETag, kept as long as the package's listing is (see versionsCache). */
+  readonly detailJson: (
+    name: PackageName
+  ) => Effect.Effect<{ readonly detail: PackageDetail; readonly json: string; readonly etag: string }, NotFound | StoreFailure>
   readonly resolve: (
     name: PackageName,
     version: Version | "latest"
@@ -476,6 +480,26 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
         return Option.some({ hash, mode })
       })
 
+    // A package page is the hottest request: its answer is built once per listing (the versions array the
+    // listing cache hands out, alive for at most a second) and served as ready JSON text until then.
+    const encodeDetail = Schema.encodeSync(PackageDetail)
+    const detailMemo = new WeakMap<ReadonlyArray<Release>, { detail: PackageDetail; json: string; etag: string }>()
+    const detailJson = (name: PackageName) =>
+      Effect.gen(function* () {
+        const versions = yield* versionsOf(name)
+        const memo = detailMemo.get(versions)
+        if (memo !== undefined) return memo
+        const latest = latestOf(versions)
+        if (versions.length === 0 || Option.isNone(latest)) return yield* Effect.fail(notFound(`no package named ${name}`))
+        const infos = yield* Effect.forEach([...versions].reverse(), releaseInfo, { concurrency: 8 })
+        const detail: PackageDetail = { name, latest: latest.value.version, versions: infos }
+        // The releases' hashes name everything shown.
+        const etag = `${createHash("sha1").update(infos.map((v) => v.hash).join(",")).digest("hex")}-package`
+        const result = { detail, json: JSON.stringify(encodeDetail(detail)), etag }
+        detailMemo.set(versions, result)
+        return result
+      })
+
     return Catalog.of({
       list: (query, page, perPage) =>
         Effect.gen(function* () {
@@ -497,14 +521,8 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
             }), { concurrency: 8 })
           return { query, page, perPage, total: names.length, packages: packages.flatMap(Option.toArray) }
         }),
-      detail: (name) =>
-        Effect.gen(function* () {
-          const versions = yield* versionsOf(name)
-          const latest = latestOf(versions)
-          if (versions.length === 0 || Option.isNone(latest)) return yield* Effect.fail(notFound(`no package named ${name}`))
-          const infos = yield* Effect.forEach([...versions].reverse(), releaseInfo, { concurrency: 8 })
-          return { name, latest: latest.value.version, versions: infos }
-        }),
+      detail: (name) => Effect.map(detailJson(name), (d) => d.detail),
+      detailJson,
       resolve,
       tree: (resolved) =>
         Effect.map(treeCache.get(resolved.info.tree), (entries) => ({
@@ -697,11 +715,10 @@ export const layerHandlers = HttpApiBuilder.group(UpmHttpApi, "packages", (handl
         ))
       .handle("package", ({ path }) =>
         Effect.gen(function* () {
-          const detail = yield* catalog.detail(yield* packageName(path))
-          // The version list changes when a version is published: a short cache, revalidated by content (the
-          // releases' hashes name everything shown).
-          const etag = createHash("sha1").update(detail.versions.map((v) => v.hash).join(",")).digest("hex")
-          return yield* cached(`${etag}-package`, SHORT_LIVED, Effect.succeed(detail))
+          const { json, etag } = yield* catalog.detailJson(yield* packageName(path))
+          // The version list changes when a version is published: a short cache, revalidated by content. The
+          // body is the PackageDetail schema's JSON, encoded once (see detailJson).
+          return yield* cached(etag, SHORT_LIVED, Effect.succeed(HttpServerResponse.text(json, { contentType: "application/json" })))
         }).pipe(toHttpErrors))
       .handle("release", ({ path }) =>
         Effect.flatMap(resolvePath(path), (r) => cached(etagFor(r, "release"), cacheFor(r), Effect.succeed(r.info))).pipe(toHttpErrors))
