@@ -8,7 +8,11 @@
  */
 import { Args, Command, Options, Prompt } from "@effect/cli"
 import { Console, Effect, Option, Redacted } from "effect"
-import { connect, type MessageSession } from "../services/MessageClient.js"
+import type { MessageSession } from "../services/MessageClient.js"
+
+/** Imported when used: the message client loads the socket platform, which other commands do not need. */
+const connect = (...args: Parameters<typeof import("../services/MessageClient.js").connect>) =>
+  Effect.flatMap(Effect.promise(() => import("../services/MessageClient.js")), (m) => m.connect(...args))
 
 export const serverOption = Options.text("server").pipe(
   Options.withDescription("the server, host[:port] (default: UPM_SERVER, else 127.0.0.1:4822)"),

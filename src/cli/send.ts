@@ -7,7 +7,9 @@
  */
 import { Args, Command, Options } from "@effect/cli"
 import { Console, Effect, Option } from "effect"
-import { handleRequest } from "../services/MessageClient.js"
+/** Imported when used: the message client loads the socket platform, which other commands do not need. */
+const handleRequest = (...args: Parameters<typeof import("../services/MessageClient.js").handleRequest>) =>
+  Effect.flatMap(Effect.promise(() => import("../services/MessageClient.js")), (m) => m.handleRequest(...args))
 
 const handle = Args.text({ name: "handle" }).pipe(Args.withDescription("the handle the server gave the handler (UPM_HANDLE)"))
 const socket = Options.text("socket").pipe(

@@ -232,7 +232,7 @@ const makePersistence = Effect.gen(function* () {
       return result
     }).pipe(
       Effect.retry({ while: (e) => e._tag === "RefConflict", schedule: Schedule.recurs(10) }),
-      Effect.catchTag("RefConflict", (e) => Effect.fail(new AccountsError({ op: "save", detail: `concurrent updates kept conflicting on ${e.name}` })))
+      Effect.catchTag("RefConflict", () => Effect.fail(new AccountsError({ op: "save", detail: `concurrent updates of ${ACCOUNTS_REF} kept conflicting` })))
     )
 
   return { load: Effect.map(load, (l) => l.file), update }
