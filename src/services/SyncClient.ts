@@ -477,7 +477,9 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
             case "Want": {
               wants++
               known += frame.hashes.length
-              for (const hash of frame.hashes) yield* sendObject(yield* framedOf(hash))
+              // At most 64 objects: read them at once, send them in the order asked.
+              const all = yield* Effect.forEach(frame.hashes, framedOf, { concurrency: 16 })
+              for (const framed of all) yield* sendObject(framed)
               yield* out.flush
               yield* onProgress({ direction: "push", objects, bytes, known })
               break

@@ -83,22 +83,38 @@ export const walkParentFirst = <E, R>(
     let count = 0
     while (frontier.length > 0) {
       const next: Array<ObjectHash> = []
+      const level: Array<ObjectHash> = []
       for (const hash of frontier) {
         if (seen.has(hash)) continue
         seen.add(hash)
-        const framed = yield* getFramed(hash)
-        const object = yield* Either.match(decodeFramed(framed), {
-          onLeft: (e) => Effect.fail(new CorruptObject({ hash, detail: `${e.reason}: ${e.detail}` })),
-          onRight: (o) => Effect.succeed(o)
-        })
-        yield* visit(hash, framed, object)
-        count++
-        for (const child of children(object)) if (!skip.has(child.hash) && !seen.has(child.hash)) next.push(child.hash)
+        level.push(hash)
+      }
+      // Read a window of objects at once (the store's latency overlaps), visit them in order.
+      for (let at = 0; at < level.length; at += READ_WINDOW) {
+        const window = level.slice(at, at + READ_WINDOW)
+        const read = yield* readFramed(window)
+        for (const [hash, framed, object] of read) {
+          yield* visit(hash, framed, object)
+          count++
+          for (const child of children(object)) if (!skip.has(child.hash) && !seen.has(child.hash)) next.push(child.hash)
+        }
       }
       frontier = next
     }
     return count
   })
+
+/** Objects read at once by walkParentFirst and readFramed callers: bounds memory to this many objects. */
+export const READ_WINDOW = 64
+
+/** Reads (concurrently) and decodes framed objects, in the order given. */
+export const readFramed = (hashes: ReadonlyArray<ObjectHash>) =>
+  Effect.forEach(hashes, (hash) =>
+    Effect.flatMap(getFramed(hash), (framed) =>
+      Either.match(decodeFramed(framed), {
+        onLeft: (e) => Effect.fail(new CorruptObject({ hash, detail: `${e.reason}: ${e.detail}` })),
+        onRight: (object) => Effect.succeed([hash, framed, object] as const)
+      })), { concurrency: 16 })
 
 /**
  * Objects received but not yet written, written together with `putMany` (one transaction on SQL stores,

@@ -267,9 +267,10 @@ export const session = (
             ObjectNotFound: () => Effect.fail(sessionError("NotFound", `no such object ${hash}`)),
             CorruptObject: (e) => Effect.fail(sessionError("Store", `stored object ${hash} is corrupt: ${e.detail}`)),
             StoreError: storeErrorEffect
-          }),
-          Effect.flatMap((data) => emit(Codec.send(data)))
-        ), { discard: true })
+          })
+        ), { concurrency: 16 }).pipe( // a WANT is at most 64 objects: read them at once, send them in order
+          Effect.flatMap((all) => Effect.forEach(all, (data) => emit(Codec.send(data)), { discard: true }))
+        )
 
     function storeErrorEffect(e: { readonly _tag: string }) {
       return Effect.fail(storeError(e))
