@@ -14,7 +14,7 @@ const signed: RunOptions = { servers: 3, steps: 30, interval: 5000, keys, boundI
 const unsigned: RunOptions = { ...signed, keys: undefined }
 
 const only = process.env["SIM_SEED"]
-const SEEDS = only !== undefined ? [Number(only)] : Array.from({ length: Number(process.env["SIM_SEEDS"] ?? 4) }, (_, i) => i + 1)
+const SEEDS = only !== undefined ? [Number(only)] : Array.from({ length: Number(process.env["SIM_SEEDS"] ?? 2) }, (_, i) => i + 1)
 
 const check = (seed: number, options: RunOptions) =>
   Effect.gen(function* () {
@@ -38,7 +38,7 @@ describe("peers simulation", () => {
     }))
 
   // Signed releases (the real Verifier: SSHSIG + namespace ownership) on a few seeds …
-  for (const seed of SEEDS.slice(0, 2)) {
+  for (const seed of SEEDS.slice(0, 1)) {
     it.effect(`seed ${seed} (signed)`, () => check(seed, signed))
   }
   // … and the shape-only verifier on many, to keep the suite fast.
