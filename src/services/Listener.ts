@@ -133,6 +133,30 @@ const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array =>
 
 type Pull = Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<ConnectionError>>
 
+/** Small frames that are ready together are written together (one socket write, not one per frame). */
+const COALESCE_BYTES = 256 * 1024
+const coalesce = (chunk: Chunk.Chunk<Uint8Array>): Chunk.Chunk<Uint8Array> => {
+  if (chunk.length <= 1) return chunk
+  const out: Array<Uint8Array> = []
+  let run: Array<Uint8Array> = []
+  let size = 0
+  const flush = () => {
+    if (run.length > 0) out.push(concat(run))
+    run = []
+    size = 0
+  }
+  for (const bytes of chunk) {
+    if (size + bytes.length > COALESCE_BYTES) flush()
+    if (bytes.length >= COALESCE_BYTES) out.push(bytes)
+    else {
+      run.push(bytes)
+      size += bytes.length
+    }
+  }
+  flush()
+  return Chunk.unsafeFromArray(out)
+}
+
 /** Reads until at least 4 bytes have arrived or the input ended; `ended` says whether `pull` is exhausted. */
 const sniff = (pull: Pull) =>
   Effect.gen(function* () {
@@ -241,7 +265,10 @@ export const make = (options: ListenerOptions) =>
         )
         const protocol: "sync" | "message" = isSync(first.prefix) ? "sync" : "message"
         const writeAll = (output: Stream.Stream<Uint8Array, ConnectionError>) =>
-          Stream.run(output, NodeSink.fromWritable(() => conn, toSocketError, { endOnDone: true }))
+          Stream.run(
+            Stream.mapChunks(output, coalesce),
+            NodeSink.fromWritable(() => conn, toSocketError, { endOnDone: true })
+          )
 
         if (Option.isSome(refusal)) {
           yield* Effect.logInfo("connection refused").pipe(
