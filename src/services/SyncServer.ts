@@ -554,15 +554,20 @@ export const serveWith = (versions: ReadonlyArray<number> = SERVER_VERSIONS) =>
       const limits = yield* SyncLimits
       const out = yield* Mailbox.make<Uint8Array>(64)
       // A client that stops reading stalls the session's output; after the idle timeout that is an error too.
+      // (The timer is only started when the buffer is full: most frames go straight in.)
       const emit = (frame: Codec.Frame) =>
         Codec.encode(frame).pipe(
           Effect.orDie,
-          Effect.flatMap((bytes) => out.offer(bytes)),
-          Effect.asVoid,
-          Effect.timeoutFail({
-            duration: limits.idleTimeout,
-            onTimeout: () => sessionError("Timeout", "idle timeout: the client is not reading")
-          })
+          Effect.flatMap((bytes) =>
+            out.unsafeOffer(bytes)
+              ? Effect.void
+              : out.offer(bytes).pipe(
+                Effect.asVoid,
+                Effect.timeoutFail({
+                  duration: limits.idleTimeout,
+                  onTimeout: () => sessionError("Timeout", "idle timeout: the client is not reading")
+                })
+              ))
         )
       yield* session(input, info, emit, versions).pipe(
         Effect.catchAll((e) =>
