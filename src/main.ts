@@ -4,7 +4,9 @@
  * A failure is reported once, on stderr, as `upm: <message>`.
  */
 import { ValidationError } from "@effect/cli"
-import { NodeContext, NodeRuntime } from "@effect/platform-node"
+// Subpaths, not the package index: the index loads every Node module of the platform (HTTP, workers…).
+import * as NodeContext from "@effect/platform-node/NodeContext"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Cause, Console, Effect, Exit, Logger, Option } from "effect"
 import { exitCodeOf, main } from "./cli/index.js"
 import { Reported } from "./cli/errors.js"

@@ -9,10 +9,6 @@
  */
 import { Command, Options } from "@effect/cli"
 import { Effect, Layer, Option } from "effect"
-import * as HttpServer from "../services/HttpServer.js"
-import * as Metrics from "../services/Metrics.js"
-import * as Server from "../services/Server.js"
-import * as ServerConfig from "../services/ServerConfig.js"
 
 const host = Options.text("host").pipe(
   Options.withDescription("interface to listen on (default 127.0.0.1; 0.0.0.0 for every interface)"),
@@ -48,8 +44,15 @@ const logFormat = Options.choice("log-format", ["logfmt", "json"]).pipe(
 const given = <K extends string, A>(key: K, value: Option.Option<A>): { [P in K]?: A } =>
   Option.match(value, { onNone: () => ({}), onSome: (v) => ({ [key]: v }) as { [P in K]?: A } })
 
+// The server runtime is imported when `serve` runs, so the client's commands never load it (start-up time).
+const runtime = () =>
+  Promise.all([
+    import("../services/HttpServer.js"), import("../services/Metrics.js"), import("../services/Server.js"),
+    import("../services/ServerConfig.js")
+  ])
+
 export const serve = Command.make("serve", { host, port, store, config, shutdownGrace, httpPort, noHttp, logFormat }, (flags) =>
-  Effect.gen(function* () {
+  Effect.flatMap(Effect.promise(runtime), ([HttpServer, Metrics, Server, ServerConfig]) => Effect.gen(function* () {
     const loaded = yield* ServerConfig.load({
       configPath: flags.config,
       flags: {
@@ -71,5 +74,5 @@ export const serve = Command.make("serve", { host, port, store, config, shutdown
       })
     )
     return yield* Layer.launch(Server.layer(config))
-  }).pipe(Effect.provide(Metrics.layerLogger(flags.logFormat)))
+  }).pipe(Effect.provide(Metrics.layerLogger(flags.logFormat))))
 ).pipe(Command.withDescription("Run the upm server (sync and message protocols on one TCP port)"))
