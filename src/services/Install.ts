@@ -30,7 +30,7 @@ import { fingerprint, formatPublicKey } from "../domain/SshKey.js"
 import { exportTree } from "./Exporter.js"
 import { KnownKeys, verifyRelease } from "./KnownKeys.js"
 import { getDecoded, ObjectStore, RefName, sealRef } from "./ObjectStore.js"
-import { make as makeRegistry } from "./Registry.js"
+import { localReleases } from "./LocalStore.js"
 import { Remote, type ServerUnreachable } from "./Remote.js"
 import { type ResolvedPackage, resolve } from "./Resolver.js"
 import { VerificationError, verifySignature } from "./Verifier.js"
@@ -278,8 +278,6 @@ export const install = (options: InstallOptions) =>
      */
     const ownerKeys = (_owner: string, signerLine: string) => Effect.succeed([signerLine])
 
-    const localRegistry = yield* makeRegistry.pipe(Effect.provideService(ObjectStore, store))
-
     const goOffline = (e: ServerUnreachable) =>
       Effect.gen(function* () {
         if (offline === undefined) {
@@ -302,7 +300,7 @@ export const install = (options: InstallOptions) =>
               return all.map((r) => r.version)
             }
           }
-          return (yield* localRegistry.versions(name)).map((r) => r.version)
+          return (yield* localReleases(name).pipe(Effect.provideService(ObjectStore, store))).map((r) => r.version)
         }),
       dependencies: (name: PackageName, version: Version) =>
         Effect.map(

@@ -7,9 +7,8 @@ import { FileSystem, Path } from "@effect/platform"
 import { Effect, Option } from "effect"
 import { children, decodeObject } from "../domain/GitObject.js"
 import type { ObjectHash } from "../domain/ObjectHash.js"
-import { maxSatisfying, type PackageName, parseRelease, type Range, releaseRefName, type Version } from "../domain/Package.js"
+import { compareVersions, maxSatisfying, type PackageName, parseRelease, type Range, releaseRefName, type Version } from "../domain/Package.js"
 import { getDecoded, missingReachable, ObjectStore, RefName } from "./ObjectStore.js"
-import { make as makeRegistry } from "./Registry.js"
 import { verifySignature } from "./Verifier.js"
 
 export interface FsckProblem {
@@ -101,11 +100,23 @@ export const gc = (root: string, dryRun: boolean) =>
     return { kept: all.length - removed, removed, bytes } satisfies GcReport
   })
 
+/** Every release of `name` in the local store, lowest version first (refs/tags/<name>/v…). */
+export const localReleases = (name: PackageName) =>
+  Effect.gen(function* () {
+    const store = yield* ObjectStore
+    const refs = yield* store.listRefs(`refs/tags/${name}/`)
+    return refs
+      .flatMap((ref) => {
+        const parsed = parseRelease(ref.name)
+        return parsed._tag === "Right" && parsed.right.name === name ? [{ version: parsed.right.version, hash: ref.hash }] : []
+      })
+      .sort((a, b) => compareVersions(a.version, b.version))
+  })
+
 /** The newest local release of `name` matching `range`, if the local store has one. */
 export const findRelease = (name: PackageName, range: Range | undefined) =>
   Effect.gen(function* () {
-    const registry = yield* makeRegistry
-    const all = yield* registry.versions(name)
+    const all = yield* localReleases(name)
     const best = maxSatisfying(all.map((r) => r.version), range)
     return Option.fromNullable(all.find((r) => r.version === best))
   })
