@@ -60,6 +60,14 @@ export const queueRefName = (release: Pick<VerifiedRelease, "name" | "version">)
 /** A reply text: one line per item, no empty lines (a blank line would end the frame). */
 export const replyText = (lines: ReadonlyArray<string>): string => lines.filter((l) => l.length > 0).join("\n")
 
+/** A seal refused by the registry for a reason of its own (e.g. namespace authority), or a storage failure. */
+const sealError = (e: { readonly _tag: string }): SyncSessionError => {
+  const detail = "detail" in e && typeof e.detail === "string" ? e.detail : ""
+  return e._tag === "VerificationError"
+    ? sessionError("Verification", `seal refused: ${detail}`)
+    : sessionError("Store", `storage failed (${e._tag})`)
+}
+
 /** Error and message texts travel on one line. */
 const oneLine = (s: string) => s.replace(/\s*\n\s*/g, " ").trim()
 
@@ -333,7 +341,7 @@ export const session = (
                 IncompleteGraph: (e) =>
                   Effect.fail(sessionError("Store", `graph of ${e.root} still misses ${e.missing} objects`))
               }),
-              Effect.mapError((e) => (e._tag === "SyncSessionError" ? e : storeError(e)))
+              Effect.mapError((e) => (e._tag === "SyncSessionError" ? e : sealError(e)))
             )
             yield* Effect.logInfo("release sealed").pipe(
               Effect.annotateLogs({ release: releaseTagName(release.name, release.version), tag: release.tagHash, objects: p.total })

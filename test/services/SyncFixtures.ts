@@ -76,7 +76,8 @@ export const makeServer = (options: ServerOptions = {}) =>
   Effect.gen(function* () {
     const store = options.store ?? (yield* makeMemory)
     const storeLayer = Layer.succeed(ObjectStore, store)
-    const registryLayer = Registry.layer.pipe(Layer.provide(storeLayer))
+    // Registry.make: no namespace authority (the sync tests push unsigned tags under Verifier.layerUnsigned).
+    const registryLayer = Layer.effect(Registry.Registry, Registry.make).pipe(Layer.provide(storeLayer))
     const deps = Layer.mergeAll(
       storeLayer,
       registryLayer,
