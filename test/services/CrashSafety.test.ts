@@ -37,21 +37,26 @@ const prng = (seed: number) => {
   }
 }
 
-/** A release tree: files shared by every release, files of its own two levels deep, and a larger blob. */
+/**
+ * A release tree: files shared by every release, and files of its own in several folders two levels deep (over
+ * 64 objects, so a v0 push takes several WANT batches and the kill can fall between stored batches).
+ */
 const releaseFiles = (round: number, random: () => number): Files => {
   const shared: Record<string, string> = {}
   for (let i = 0; i < 8; i++) shared[`shared-${i}.js`] = `export const shared${i} = ${i}\n`
-  const own: Record<string, string> = {}
-  for (let i = 0; i < 20; i++) own[`own-${i}.js`] = `export const v = "${round}.${i}.${random()}"\n`
-  const nested: Record<string, string> = {}
-  for (let i = 0; i < 10; i++) nested[`n-${i}.txt`] = `round ${round} nested ${i} ${random()}\n`
-  let big = ""
-  while (big.length < 40_000) big += random().toString(36).slice(2)
+  const own: Record<string, Files> = {}
+  for (let d = 0; d < 4; d++) {
+    const folder: Record<string, string | Files> = {}
+    for (let i = 0; i < 16; i++) folder[`own-${i}.js`] = `export const v = "${round}.${d}.${i}.${random()}"\n`.repeat(20)
+    const nested: Record<string, string> = {}
+    for (let i = 0; i < 8; i++) nested[`n-${i}.txt`] = `round ${round} folder ${d} nested ${i} ${random()}\n`.repeat(20)
+    folder["nested"] = nested
+    own[`part-${d}`] = folder
+  }
   return {
     "upm.json": `{"name":"alice/crash","version":"${round + 1}.0.0"}\n`,
     "README.md": "# crash test package\n",
-    lib: { ...shared, [`r${round}`]: { ...own, nested } },
-    "data.txt": big
+    lib: { ...shared, [`r${round}`]: own }
   }
 }
 
@@ -65,11 +70,17 @@ interface Trigger {
   fired: boolean
 }
 
-/** connectTcp, with the server SIGKILLed when the client has written `trigger.threshold` bytes. */
+/** The client is paced like a slow link (2 KiB slices, 3 ms apart) so the server keeps up with what it is sent. */
+const SLICE = 2048
+const PACE_MILLIS = 3
+
+/**
+ * connectTcp, paced, with the server SIGKILLed when the client has written `trigger.threshold` bytes (plus
+ * `trigger.delayMillis`): the kill lands wherever the server is in reading, storing or sealing by then.
+ */
 const killingConnect = (trigger: Trigger, kill: Effect.Effect<void>): SyncClient.Connect => (address) =>
-  Effect.map(SyncClient.connectTcp(address), (transport) => ({
-    input: transport.input,
-    write: (bytes: Uint8Array) =>
+  Effect.map(SyncClient.connectTcp(address), (transport) => {
+    const writeSlice = (bytes: Uint8Array): Effect.Effect<void, ConnectionError> =>
       Effect.gen(function* () {
         const room = trigger.threshold - trigger.written
         if (trigger.fired || bytes.length < room) {
@@ -83,7 +94,17 @@ const killingConnect = (trigger: Trigger, kill: Effect.Effect<void>): SyncClient
         yield* kill
         return yield* Effect.fail(new ConnectionError({ reason: "Closed", detail: "server killed by the test" }))
       })
-  }))
+    return {
+      input: transport.input,
+      write: (bytes: Uint8Array) =>
+        Effect.gen(function* () {
+          for (let at = 0; at < bytes.length; at += SLICE) {
+            if (at > 0) yield* Effect.sleep(PACE_MILLIS)
+            yield* writeSlice(bytes.subarray(at, Math.min(bytes.length, at + SLICE)))
+          }
+        })
+    }
+  })
 
 const push = (server: ServerProcess, publisher: ObjectStore["Type"], tag: ObjectHash, versions: ReadonlyArray<number>, connect: SyncClient.Connect) =>
   Effect.scoped(Effect.gen(function* () {
@@ -120,9 +141,8 @@ describe("crash safety", () => {
         const trigger: Trigger = {
           written: 0,
           threshold: late ? total : 1 + Math.floor(random() * (total - 1)),
-          // The client's bytes sit in socket buffers before the server reads them: a delay of up to 150 ms spreads
-          // the kill over the server's reading, storing and sealing.
-          delayMillis: Math.floor(random() * 150),
+          // A little more spread over the server's reading, storing and sealing.
+          delayMillis: Math.floor(random() * 50),
           fired: false
         }
         const victim = server
