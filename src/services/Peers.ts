@@ -8,7 +8,7 @@
  * - **Pull**: a peer's `sync` policy decides (the maintainer's `sync` handler first, when configured); the
  *   default (`layerSyncPolicy`) queues a pull from the announcer: the graph comes over the sync protocol
  *   (SyncClient over `Network`), the tag is verified exactly as for a publish (`Verifier.verifyTag`, then
- *   `authorizeSeal`), and the release is sealed through the Registry, which announces it in turn.
+ *   ownership at seal time), and the release is sealed through the Registry, which announces it in turn.
  *   No storms: a release already held is neither pulled nor sealed again, so it is never announced again.
  * - **Anti-entropy** (`layerRun`): at start and every `interval`, each peer's release set is compared with ours
  *   (AntiEntropy.compare: O(1) bytes when equal) and what we lack goes through the same `sync` policy.
@@ -27,7 +27,7 @@ import { Owners } from "./Owners.js"
 import { type Announcement, PeerLink, type PeerDelivery, type SyncDecision, SyncPolicy } from "./Policies.js"
 import { Registry } from "./Registry.js"
 import * as SyncClient from "./SyncClient.js"
-import { authorizeSeal, Verifier } from "./Verifier.js"
+import { Verifier } from "./Verifier.js"
 
 // ---------------------------------------------------------------------------------------------
 // Configuration: the server config's `peers` section
@@ -133,11 +133,10 @@ export const fetchAndSeal = (session: SyncClient.SyncSession, release: ReleaseRe
     if (verified.name !== release.name || verified.version !== release.version) {
       return yield* Effect.fail(replicationError("Mismatch", `announced as ${label}, but the tag is ${releaseTagName(verified.name, verified.version)}`))
     }
-    yield* authorizeSeal(verified).pipe(
-      Effect.mapError((e) => e._tag === "VerificationError" ? replicationError("Verification", `${label} refused (${e.reason}): ${e.detail}`) : storeFailed(e))
-    )
+    // Registry.seal authorizes the signer for the namespace (claim or re-check) right before the ref is written.
     return yield* registry.seal(verified).pipe(
       Effect.catchTag("RefConflict", (e) => Effect.fail(e.actual !== undefined ? conflict(e.actual) : replicationError("Store", `${label}: ${e.name} changed`))),
+      Effect.catchTag("VerificationError", (e) => Effect.fail(replicationError("Verification", `${label} refused (${e.reason}): ${e.detail}`))),
       Effect.mapError((e) => (e._tag === "ReplicationError" ? e : storeFailed(e)))
     )
   })

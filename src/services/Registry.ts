@@ -9,9 +9,10 @@ import {
   compareVersions, maxSatisfying, PackageName, parseRelease, type Range, releaseRefName, Version
 } from "../domain/Package.js"
 import {
-  type CorruptObject, type IncompleteGraph, type ObjectNotFound, ObjectStore, type RefConflict, RefName, sealRef, type StoreError
+  type CorruptObject, IncompleteGraph, missingReachable, type ObjectNotFound, ObjectStore, type RefConflict, RefName, type StoreError
 } from "./ObjectStore.js"
-import type { VerifiedRelease } from "./Verifier.js"
+import * as Owners from "./Owners.js"
+import { authorizeSeal, type VerificationError, type VerifiedRelease } from "./Verifier.js"
 
 export class Release extends Schema.Class<Release>("Release")({
   name: PackageName,
@@ -39,7 +40,7 @@ export class Registry extends Context.Tag("upm/Registry")<Registry, {
     release: VerifiedRelease
   ) => Effect.Effect<
     "Sealed" | "AlreadySealed",
-    IncompleteGraph | RefConflict | CorruptObject | ObjectNotFound | StoreError
+    IncompleteGraph | RefConflict | CorruptObject | ObjectNotFound | VerificationError | StoreError
   >
   /** Every release sealed from now on, as it is sealed. */
   readonly sealed: Stream.Stream<Release>
@@ -56,7 +57,15 @@ const releasesUnder = (store: ObjectStore["Type"], prefix: string) =>
         onRight: ({ name, version }) => [new Release({ name, version, hash: ref.hash })]
       })))
 
-export const make = Effect.gen(function* () {
+/** Checks, right before a release ref is written, that its signer may publish in the namespace. */
+export type SealAuthorizer = (release: VerifiedRelease) => Effect.Effect<void, VerificationError>
+
+/**
+ * A registry whose `seal` asks `authorize` before writing a release ref. The server's `layer` authorizes with
+ * the namespace owner records; `make` authorizes nothing, for a client's local cache, which only seals what
+ * it verified against the keys the server reported.
+ */
+export const makeWith = (authorize: SealAuthorizer) => Effect.gen(function* () {
   const store = yield* ObjectStore
   const hub = yield* PubSub.sliding<Release>(1024)
 
@@ -87,8 +96,13 @@ export const make = Effect.gen(function* () {
       Effect.gen(function* () {
         const ref = RefName.make(releaseRefName(release.name, release.version))
         const before = yield* store.readRef(ref)
-        yield* sealRef(ref, release.tagHash).pipe(Effect.provideService(ObjectStore, store))
         if (Option.contains(before, release.tagHash)) return "AlreadySealed" as const
+        const missing = yield* missingReachable(release.tagHash).pipe(Effect.provideService(ObjectStore, store))
+        if (missing.length > 0) return yield* Effect.fail(new IncompleteGraph({ root: release.tagHash, missing: missing.length }))
+        // Every seal path (push, queue accept, peer sync) goes through here: claim a fresh namespace for the
+        // signer, or re-check that the signer may still publish in it, right before the ref is written.
+        yield* authorize(release)
+        yield* store.setRef(ref, Option.none(), release.tagHash)
         yield* PubSub.publish(hub, new Release({ name: release.name, version: release.version, hash: release.tagHash }))
         return "Sealed" as const
       }),
@@ -96,4 +110,15 @@ export const make = Effect.gen(function* () {
   })
 })
 
-export const layer: Layer.Layer<Registry, never, ObjectStore> = Layer.effect(Registry, make)
+/** For a client's local store: seals without namespace authority (see makeWith). */
+export const make = makeWith(() => Effect.void)
+
+/**
+ * The server's registry: every seal (push, queue accept, peer sync, upstream) claims a fresh namespace for
+ * the signer or re-checks that the signer may still publish in it. Owner records live in the same store.
+ */
+export const layer: Layer.Layer<Registry, never, ObjectStore> = Layer.effect(
+  Registry,
+  Effect.flatMap(Owners.Owners, (owners) =>
+    makeWith((release) => authorizeSeal(release).pipe(Effect.provideService(Owners.Owners, owners))))
+).pipe(Layer.provide(Owners.layer))

@@ -1,9 +1,16 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Effect, Either, Fiber, Option, Stream } from "effect"
-import { makeMemory, ObjectStore } from "../../src/services/ObjectStore.js"
+import { Chunk, Effect, Either, Fiber, Layer, Option, Stream } from "effect"
+import { layerMemory, makeMemory, ObjectStore, RefName } from "../../src/services/ObjectStore.js"
+import * as Owners from "../../src/services/Owners.js"
+import { signRelease } from "../../src/services/Signer.js"
+import * as Verifier from "../../src/services/Verifier.js"
+import { ALICE } from "../e2e/release.js"
+import { memoryKey } from "./KeysFixtures.js"
 import * as Registry from "../../src/services/Registry.js"
 import { VerifiedRelease } from "../../src/services/Verifier.js"
-import { makeRelease, pkg, ver } from "./SyncFixtures.js"
+import { importTree, makeRelease, pkg, ver } from "./SyncFixtures.js"
+
+const MALLORY = memoryKey("mallory_ed25519")
 
 const setup = Effect.gen(function* () {
   const store = yield* makeMemory
@@ -78,4 +85,34 @@ describe("Registry", () => {
       const seen = Chunk.toArray(yield* Fiber.join(fiber)).map((r) => r.version)
       assert.deepStrictEqual(seen, ["1.0.0", "1.1.0"])
     }))
+
+  it.effect("the server registry authorizes every seal: two fresh-namespace claims verified at once, only the first to seal wins", () =>
+    Effect.gen(function* () {
+      const store = yield* ObjectStore
+      const registry = yield* Registry.Registry
+      const verifier = yield* Verifier.Verifier
+      const release = (key: typeof ALICE, name: string) =>
+        Effect.gen(function* () {
+          const tree = yield* importTree(store, { "a.txt": name })
+          const signed = yield* signRelease(key, {
+            tree,
+            metadata: { name: pkg(name), version: ver("1.0.0") },
+            tagger: { name: "T", email: "t@example.com" },
+            time: { seconds: 1_700_000_000 }
+          }).pipe(Effect.orDie)
+          const hash = yield* store.put("tag", signed.body)
+          return yield* verifier.verifyTag(hash, signed.tag)
+        })
+      // Both verify while the namespace is still fresh: each would claim it.
+      const first = yield* release(ALICE, "shared/one")
+      const second = yield* release(MALLORY, "shared/two")
+      assert.isTrue(first.claim === true && second.claim === true)
+      assert.strictEqual(yield* registry.seal(first), "Sealed")
+      const refused = yield* Effect.flip(registry.seal(second))
+      assert.strictEqual(refused._tag, "VerificationError")
+      assert.isTrue(Option.isNone(yield* store.readRef(RefName.make("refs/tags/shared/two/v1.0.0"))))
+      const owner = yield* Effect.flatMap(Owners.Owners, (o) => o.get("shared"))
+      assert.isTrue(Option.isSome(owner))
+    }).pipe(Effect.provide(Layer.mergeAll(Registry.layer, Verifier.layer).pipe(
+      Layer.provideMerge(Owners.layer), Layer.provideMerge(layerMemory)))))
 })
