@@ -1,9 +1,10 @@
 /** `upm publish [dir]` and `upm propose [dir]`. */
 import { type Command, Prompt } from "@effect/cli"
 import type { publishConfig } from "../publish.js"
-import type { FileSystem, Path, Terminal } from "@effect/platform"
+import { type FileSystem, type Path, Terminal } from "@effect/platform"
 import { Clock, Console, Effect, Option, Redacted } from "effect"
 import type { PassphrasePrompt } from "../../services/Keys.js"
+import { Remote } from "../../services/Remote.js"
 import { publish as runPublish, type PublishResult } from "../../services/Publish.js"
 import { clientLayer, formatBytes, isTty, note, printJson } from "./client.js"
 import { bar, transferPayload } from "./progress.js"
@@ -36,15 +37,20 @@ const show = (r: PublishResult, asJson: boolean) =>
       )
     })
 
-const run = (o: { readonly dir: string; readonly key: Option.Option<string>; readonly server: Option.Option<string>; readonly json: boolean }) =>
+const run = (
+  o: { readonly dir: string; readonly key: Option.Option<string>; readonly server: Option.Option<string>; readonly json: boolean },
+  conversation: boolean
+) =>
   Effect.scoped(Effect.gen(function* () {
     const passphrase = yield* passphrasePrompt
+    const attach = conversation ? Option.some(yield* openConversation) : Option.none<string>()
     const progress = yield* bar("publishing {bar} {value}/{total} objects | {bytes} | {rate}")
     const start = yield* Clock.currentTimeMillis
     const result = yield* runPublish({
       dir: o.dir,
       keyFlag: o.key,
       passphrase,
+      attach,
       onProgress: (p) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) => progress.update(p.objects, p.known, transferPayload(p.bytes, now - start)))
     })
@@ -54,12 +60,30 @@ const run = (o: { readonly dir: string; readonly key: Option.Option<string>; rea
     Effect.provide(clientLayer(o.server))
   )
 
-export const publish = (o: Command.Command.ParseConfig<typeof publishConfig>) => run(o)
+/**
+ * A message session beside the sync connection, for the server's propose policy to talk with the user: what
+ * the maintainer's handler sends (`upm send`) is printed; what it asks (`upm receive`) is read from the terminal
+ * (or a line of stdin). Its token is named on the sync connection (`attach`) before the push.
+ */
+const openConversation = Effect.gen(function* () {
+  const { address } = yield* (yield* Remote).address
+  const terminal = yield* Terminal.Terminal
+  const { connect } = yield* Effect.promise(() => import("../../services/MessageClient.js"))
+  const session = yield* connect({ host: address.host, port: address.port })
+  return yield* session.openConversation({
+    onSend: (message) => note(`server: ${message}`),
+    onReceive: (prompt) =>
+      Console.error(`server asks: ${prompt}`).pipe(
+        Effect.zipRight(terminal.readLine),
+        Effect.orElseSucceed(() => "")
+      )
+  })
+})
+
+export const publish = (o: Command.Command.ParseConfig<typeof publishConfig>) => run(o, false)
 
 export const propose = (o: Command.Command.ParseConfig<typeof publishConfig>) =>
   Effect.gen(function* () {
-    // A conversation needs the message protocol's client; without one the proposal goes through the same push
-    // flow, and a policy that queues it says so in the result.
-    if (isTty()) yield* note("proposing: the server's policy decides (it may accept, queue or refuse the release)")
-    yield* run(o)
+    if (isTty()) yield* note("proposing: the server's policy decides (it may accept, queue, refuse, or ask you something)")
+    yield* run(o, true)
   })
