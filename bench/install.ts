@@ -108,11 +108,17 @@ const main = async () => {
     upmWarm.push((await run(process.execPath, [BIN, "install"], { cwd: project, env: consumer })).ms)
   }
   server.kill("SIGTERM")
+  const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`
+  console.log(`  upm cold: ${upmCold.map(fmt).join(", ")}; warm: ${upmWarm.map(fmt).join(", ")}`)
 
   // ---------------------------------------------------------------- npm + Verdaccio
   const vdir = Path.join(base, "verdaccio")
   start = performance.now()
-  await run("npm", ["install", "--prefix", vdir, "--no-audit", "--no-fund", "--loglevel=error", "verdaccio@6"], { cwd: base })
+  // The registry these machines reach lacks node-fetch's "cjs" dist-tag, which a verdaccio dependency asks for:
+  // pin it to the 2.x line that tag names.
+  Fs.mkdirSync(vdir, { recursive: true })
+  Fs.writeFileSync(Path.join(vdir, "package.json"), JSON.stringify({ private: true, dependencies: { verdaccio: "^6" }, overrides: { "node-fetch": "2.7.0" } }))
+  await run("npm", ["install", "--prefix", vdir, "--no-audit", "--no-fund", "--loglevel=error"], { cwd: base })
   console.log(`  (setup: installed verdaccio in ${((performance.now() - start) / 1000).toFixed(1)} s)`)
   const vport = await freePort()
   const registry = `http://127.0.0.1:${vport}/`
@@ -163,7 +169,6 @@ const main = async () => {
   const npm = median(npmTimes)
   const cold = median(upmCold)
   const warm = median(upmWarm)
-  const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`
   console.log(`\n                          median of 3   (runs)`)
   console.log(`upm install, cold         ${fmt(cold).padStart(9)}   (${upmCold.map(fmt).join(", ")})   ${(cold / npm).toFixed(2)}× npm  (target ≤ 0.5×)`)
   console.log(`upm install, warm         ${fmt(warm).padStart(9)}   (${upmWarm.map(fmt).join(", ")})   ${(warm / npm).toFixed(2)}× npm  (target ≤ 0.2×)`)
