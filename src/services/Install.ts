@@ -255,8 +255,8 @@ export const install = (options: InstallOptions) =>
         if (object.type !== "tag") {
           return yield* new VerificationError({ reason: "BadTagName", detail: `${hash} is a ${object.type}, not a release tag` })
         }
-        const { publicKey } = yield* verifySignature(hash, object.tag)
-        const serverKeys = yield* ownerKeys(ownerOf(name), formatPublicKey(publicKey))
+        yield* verifySignature(hash, object.tag)
+        const serverKeys = yield* session.keys(ownerOf(name))
         const before = yield* known.get(ownerOf(name))
         const { release } = yield* verifyRelease({
           tagHash: hash,
@@ -272,11 +272,6 @@ export const install = (options: InstallOptions) =>
         fetched.add(`${name}@${version}`)
       })
 
-    /**
-     * The owner's release keys. The sync protocol has no query for them yet, so trust on first use pins the
-     * signer's own key; a later release signed by another key is refused (KeyChanged) until `upm trust`.
-     */
-    const ownerKeys = (_owner: string, signerLine: string) => Effect.succeed([signerLine])
 
     const goOffline = (e: ServerUnreachable) =>
       Effect.gen(function* () {

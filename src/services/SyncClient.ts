@@ -108,6 +108,8 @@ export interface SyncSession {
   readonly search: (text: string) => Effect.Effect<ReadonlyArray<string>, SyncClientError>
   readonly authors: () => Effect.Effect<ReadonlyArray<string>, SyncClientError>
   readonly packages: (owner: string) => Effect.Effect<ReadonlyArray<string>, SyncClientError>
+  /** The public keys that may sign releases in `owner`'s namespace (`keys <owner>`), one OpenSSH line each. */
+  readonly keys: (owner: string) => Effect.Effect<ReadonlyArray<string>, SyncClientError>
   /** Links this connection to a message session's conversation before a push (`attach <token>`). */
   readonly attach: (token: string) => Effect.Effect<void, SyncClientError>
   readonly pull: (root: ObjectHash, options?: TransferOptions) => Effect.Effect<PullResult, SyncClientError>
@@ -517,6 +519,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
       search: (text) => listOf(`search ${text}`),
       authors: () => listOf("authors"),
       packages: (owner) => listOf(`packages ${owner}`),
+      keys: (owner) => listOf(`keys ${owner}`),
       attach: (token) =>
         Effect.flatMap(query(`attach ${token}`), (text) =>
           text === "attached" ? Effect.void : Effect.fail(clientError("Protocol", `unexpected reply to attach: ${text}`))),

@@ -248,6 +248,12 @@ export const session = (
             const owner = yield* decodeArg(Segment, words[0], "owner")
             return replyText(yield* registry.packages(owner).pipe(Effect.mapError(storeError)))
           }
+          case "keys": {
+            // Who may sign releases in this namespace (clients pin these on first use: docs/signing.md).
+            const owner = yield* decodeArg(Segment, words[0], "owner")
+            const keys = yield* verifier.ownerKeys(owner).pipe(Effect.mapError((e) => sessionError("Store", e.detail)))
+            return replyText(keys)
+          }
           case "attach": {
             const token = words[0]
             if (token === undefined) return yield* Effect.fail(sessionError("BadQuery", "attach needs a token"))

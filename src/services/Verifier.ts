@@ -50,6 +50,11 @@ export class VerifiedRelease extends Schema.Class<VerifiedRelease>("VerifiedRele
 
 export class Verifier extends Context.Tag("upm/Verifier")<Verifier, {
   readonly verifyTag: (tagHash: ObjectHash, tag: Tag) => Effect.Effect<VerifiedRelease, VerificationError>
+  /**
+   * The public keys (OpenSSH one-line form) that may sign releases in `owner`'s namespace: its keys and its
+   * members' keys. Clients check a pulled release's signer against them (the sync query `keys <owner>`).
+   */
+  readonly ownerKeys: (owner: string) => Effect.Effect<ReadonlyArray<string>, VerificationError>
 }>() {}
 
 /** Reads name and version from the tag and checks it points at a tree. Shared by every layer. */
@@ -67,7 +72,8 @@ export const checkTagShape = (tagHash: ObjectHash, tag: Tag) =>
 /** Checks only the tag's shape, not its signature: for tests of flows that are not about signing. */
 export const layerUnsigned = Layer.succeed(Verifier, Verifier.of({
   verifyTag: (tagHash, tag) =>
-    Effect.map(checkTagShape(tagHash, tag), (shape) => new VerifiedRelease({ ...shape, signer: "unsigned" }))
+    Effect.map(checkTagShape(tagHash, tag), (shape) => new VerifiedRelease({ ...shape, signer: "unsigned" })),
+  ownerKeys: () => Effect.succeed([])
 }))
 
 // ---------------------------------------------------------------------------------------------
@@ -144,6 +150,7 @@ export const make = Effect.gen(function* () {
     }).pipe(Effect.mapError(unavailable))
 
   return Verifier.of({
+    ownerKeys: (owner) => owners.releaseKeys(owner).pipe(Effect.mapError(unavailable)),
     verifyTag: (tagHash, tag) =>
       Effect.gen(function* () {
         const { shape, publicKey } = yield* verifySignature(tagHash, tag)

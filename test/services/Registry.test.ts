@@ -5,7 +5,7 @@ import * as Owners from "../../src/services/Owners.js"
 import { signRelease } from "../../src/services/Signer.js"
 import * as Verifier from "../../src/services/Verifier.js"
 import { ALICE } from "../e2e/release.js"
-import { memoryKey } from "./KeysFixtures.js"
+import { memoryKey, publicLine } from "./KeysFixtures.js"
 import * as Registry from "../../src/services/Registry.js"
 import { VerifiedRelease } from "../../src/services/Verifier.js"
 import { importTree, makeRelease, pkg, ver } from "./SyncFixtures.js"
@@ -113,6 +113,9 @@ describe("Registry", () => {
       assert.isTrue(Option.isNone(yield* store.readRef(RefName.make("refs/tags/shared/two/v1.0.0"))))
       const owner = yield* Effect.flatMap(Owners.Owners, (o) => o.get("shared"))
       assert.isTrue(Option.isSome(owner))
+      // What the sync query `keys shared` reports to clients: the claimant's key only.
+      assert.deepStrictEqual(yield* verifier.ownerKeys("shared"), [publicLine(ALICE)])
+      assert.deepStrictEqual(yield* verifier.ownerKeys("nobody"), [])
     }).pipe(Effect.provide(Layer.mergeAll(Registry.layer, Verifier.layer).pipe(
       Layer.provideMerge(Owners.layer), Layer.provideMerge(layerMemory)))))
 })
