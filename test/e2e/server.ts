@@ -45,6 +45,8 @@ export interface ServerProcess {
 export interface SpawnOptions {
   /** `--store` (e.g. `fs:/tmp/x`); none: the default `fs:./data` in `cwd`. */
   readonly store?: string
+  /** `--port` (default 0: any free port, read from the log). */
+  readonly port?: number
   /** More arguments after `serve`. */
   readonly args?: ReadonlyArray<string>
   /** Extra environment (UPM_HOST, …); the parent's environment is inherited. */
@@ -61,7 +63,7 @@ export const spawnServer = (
 ): Effect.Effect<ServerProcess, ServerStartError, Scope.Scope | CommandExecutor.CommandExecutor> =>
   Effect.gen(function* () {
     const args = [
-      BIN, "serve", "--port", "0",
+      BIN, "serve", "--port", String(options.port ?? 0),
       ...(options.store !== undefined ? ["--store", options.store] : []),
       ...(options.args ?? [])
     ]
