@@ -88,33 +88,53 @@ export const make = (config: UpstreamConfig): Effect.Effect<
 
     const unreachable = (detail: string) => new ReplicationError({ reason: "Unreachable", detail })
 
-    /** Asks the upstream for the best match and, when it is not held, fetches it. */
-    const refresh = (name: PackageName, range: Range | undefined) =>
+    /**
+     * Asks the upstream which releases of `name` answer the question (`ask`: the best match, or every version)
+     * and fetches, verifies and seals those not held here.
+     */
+    const refresh = (
+      name: PackageName,
+      ask: (session: SyncClient.SyncSession) => Effect.Effect<ReadonlyArray<SyncClient.MatchResult>, SyncClient.SyncClientError>
+    ) =>
       Effect.scoped(Effect.gen(function* () {
         const session = yield* client.connect(config.address).pipe(
           Effect.timeoutFail({ duration: config.timeout, onTimeout: () => unreachable(`no handshake within ${Duration.format(config.timeout)}`) }),
           Effect.mapError((e) => (e._tag === "ReplicationError" ? e : unreachable(e.detail)))
         )
-        const found = yield* session.match(name, range).pipe(Effect.mapError((e) => unreachable(e.detail)))
-        if (Option.isNone(found)) return
-        const release = { name, version: found.value.version, hash: found.value.hash }
-        yield* fetchFlight(release.hash, fetchAndSeal(session, release).pipe(Effect.provide(context), Effect.asVoid)).pipe(
-          Effect.tap(() => Effect.logInfo("release fetched from upstream").pipe(
-            Effect.annotateLogs({ release: releaseTagName(release.name, release.version), tag: release.hash, upstream: where })))
-        )
+        const found = yield* ask(session).pipe(Effect.mapError((e) => unreachable(e.detail)))
+        const held = new Set((yield* inner.versions(name).pipe(
+          Effect.mapError((e) => new ReplicationError({ reason: "Store", detail: e.detail ?? e.op }))
+        )).map((r) => r.hash))
+        // One session runs one transfer at a time: fetch sequentially.
+        for (const r of found.filter((r) => !held.has(r.hash))) {
+          const release = { name, version: r.version, hash: r.hash }
+          yield* fetchFlight(release.hash, fetchAndSeal(session, release).pipe(Effect.provide(context), Effect.asVoid)).pipe(
+            Effect.tap(() => Effect.logInfo("release fetched from upstream").pipe(
+              Effect.annotateLogs({ release: releaseTagName(release.name, release.version), tag: release.hash, upstream: where })))
+          )
+        }
       }))
 
-    const match = (name: PackageName, range: Range | undefined): Effect.Effect<Option.Option<Release>, StoreError> =>
+    /**
+     * Answers from what is held, after asking the upstream at most once per `maxAge` per question (released
+     * content never changes, so only the question "which versions are there" is ever re-asked).
+     */
+    const throughUpstream = <A>(
+      key: string,
+      name: PackageName,
+      what: string,
+      local: Effect.Effect<A, StoreError>,
+      holds: (answer: A) => boolean,
+      ask: (session: SyncClient.SyncSession) => Effect.Effect<ReadonlyArray<SyncClient.MatchResult>, SyncClient.SyncClientError>
+    ): Effect.Effect<A, StoreError> =>
       Effect.gen(function* () {
-        const local = yield* inner.match(name, range)
-        const key = `${name} ${range ?? ""}`
         const now = yield* Clock.currentTimeMillis
         const last = (yield* Ref.get(checked)).get(key)
-        if (last !== undefined && now - last < maxAge) return local
-        const result = yield* refreshFlight(key, refresh(name, range)).pipe(Effect.either)
+        if (last !== undefined && now - last < maxAge) return yield* local
+        const result = yield* refreshFlight(key, refresh(name, ask)).pipe(Effect.either)
         if (Either.isRight(result)) {
           yield* Ref.update(checked, (m) => new Map(m).set(key, now))
-          return yield* inner.match(name, range)
+          return yield* local
         }
         const error = result.left
         const why = error.detail
@@ -122,20 +142,36 @@ export const make = (config: UpstreamConfig): Effect.Effect<
           // The upstream answered with something we refuse (bad signature, conflict): say so, serve what is held.
           yield* Effect.logWarning("upstream release refused").pipe(Effect.annotateLogs({ upstream: where, reason: error.reason, detail: why }))
           yield* Ref.update(checked, (m) => new Map(m).set(key, now))
-          return local
+          return yield* local
         }
-        if (Option.isSome(local)) {
+        const held = yield* local
+        if (holds(held)) {
           yield* Effect.logWarning("upstream unreachable; serving what is held").pipe(Effect.annotateLogs({ upstream: where, detail: why }))
-          return local
+          return held
         }
         return yield* Effect.fail(new StoreError({
           op: "listRefs",
-          detail: `upstream ${where} could not be reached (${why}); nothing held here matches ${name}${range === undefined ? "" : ` ${range}`}`,
+          detail: `upstream ${where} could not be reached (${why}); nothing held here matches ${what}`,
           cause: null
         }))
       })
 
-    return Registry.of({ ...inner, match })
+    const match = (name: PackageName, range: Range | undefined): Effect.Effect<Option.Option<Release>, StoreError> =>
+      throughUpstream(
+        `match ${name} ${range ?? ""}`, name, `${name}${range === undefined ? "" : ` ${range}`}`,
+        inner.match(name, range), Option.isSome,
+        (session) => Effect.map(session.match(name, range), (found) => Option.toArray(found))
+      )
+
+    /**
+     * Every version: the upstream's versions not held here are fetched (the install path asks `versions`).
+     * With the upstream down this answers what is held, even nothing: a publish lists the versions it has
+     * and must keep working; `match` is where a client is told the upstream could not be reached.
+     */
+    const versions = (name: PackageName): Effect.Effect<ReadonlyArray<Release>, StoreError> =>
+      throughUpstream(`versions ${name}`, name, name, inner.versions(name), () => true, (session) => session.versions(name))
+
+    return Registry.of({ ...inner, match, versions })
   })
 
 /** Decorates the Registry underneath with the pull-through cache. */
