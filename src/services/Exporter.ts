@@ -14,7 +14,7 @@
  * the target is either absent/untouched or complete.
  */
 import { FileSystem, Path } from "@effect/platform"
-import { NodeStream } from "@effect/platform-node"
+import * as NodeStream from "@effect/platform-node/NodeStream" // subpath: the index loads all of platform-node
 import { Clock, Deferred, Effect, Either, Schema, Stream } from "effect"
 import { randomBytes } from "node:crypto"
 import type { Readable } from "node:stream"

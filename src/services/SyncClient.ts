@@ -11,7 +11,7 @@
  * Transports: `connectTcp` (NodeSocket, with read backpressure) and `connectMemory(serve)` (an in-memory duplex
  * to a SyncProtocol, for tests and simulations).
  */
-import { NodeSocket } from "@effect/platform-node"
+import * as NodeSocket from "@effect/platform-node/NodeSocket" // subpath: the index loads all of platform-node
 import { Socket } from "@effect/platform"
 import { Context, Deferred, Duration, Effect, Either, Exit, Layer, Mailbox, Option, Schema, type Scope, Stream } from "effect"
 import { children, decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
