@@ -18,6 +18,7 @@ import { performance } from "node:perf_hooks"
 import { layerFs } from "../src/services/FsStore.js"
 import { importDirectory } from "../src/services/Importer.js"
 import { layerMemory } from "../src/services/ObjectStore.js"
+import { fetchNpmPackage, makeSmallFiles } from "./corpus.js"
 
 const arg = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`)
@@ -30,28 +31,9 @@ const median = (xs: Array<number>) => [...xs].sort((a, b) => a - b)[Math.floor(x
 
 // ------------------------------------------------------------------------------------------------- corpora
 
-const fetchTypescript = (into: string) => {
-  execFileSync("npm", ["pack", "typescript@5.6.3", "--silent"], { cwd: into, stdio: ["ignore", "pipe", "inherit"] })
-  execFileSync("tar", ["-xzf", "typescript-5.6.3.tgz"], { cwd: into })
-  return join(into, "package")
-}
+const fetchTypescript = (into: string) => fetchNpmPackage("typescript@5.6.3", into)
 
-/** 10,000 text files of 100 B–9 KB in 3 levels of folders, from a fixed seed. */
-const makeSynthetic = (into: string) => {
-  const dir = join(into, "synthetic")
-  let x = 42
-  const rand = () => ((x = (Math.imul(x, 1103515245) + 12345) >>> 0) / 2 ** 32)
-  const words = ["alpha", "beta", "gamma", "delta", "lorem", "ipsum", "const", "return", "function", "=>", "{", "}", "\n"]
-  for (let i = 0; i < 10_000; i++) {
-    const sub = join(dir, `d${i % 10}`, `e${Math.floor(i / 10) % 10}`, `f${Math.floor(i / 100) % 10}`)
-    if (i < 1000) mkdirSync(sub, { recursive: true })
-    const n = 20 + Math.floor(rand() * 1500)
-    const parts: Array<string> = [`// file ${i}\n`]
-    for (let w = 0; w < n; w++) parts.push(words[Math.floor(rand() * words.length)]!, " ")
-    writeFileSync(join(sub, `file${i}.txt`), parts.join(""))
-  }
-  return dir
-}
+const makeSynthetic = (into: string) => makeSmallFiles(into, "synthetic")
 
 // ------------------------------------------------------------------------------------------------- runners
 
