@@ -360,21 +360,16 @@ export const install = (options: InstallOptions) =>
     for (const old of Object.keys(previous.dirs).sort((a, b) => b.length - a.length)) {
       if (!keep.has(old)) yield* fs.remove(path.join(into, old), { recursive: true }).pipe(Effect.ignore)
     }
-    // Packages at the same depth are independent: export a few at once (file creation dominates).
-    const depths = [...new Set(ordered.map((p) => p.dir.split("/").length))]
-    for (const depth of depths) {
-      yield* Effect.forEach(ordered.filter((p) => p.dir.split("/").length === depth), (p) =>
-        Effect.gen(function* () {
-          const info = infos.get(`${p.name}@${p.version}`)!
-          next[p.dir] = info.tag
-          const target = path.join(into, p.dir)
-          const parentChanged = ordered.some((q) => p.dir.startsWith(`${q.dir}/`) && previous.dirs[q.dir] !== infos.get(`${q.name}@${q.version}`)!.tag)
-          if (previous.dirs[p.dir] === info.tag && !parentChanged && (yield* fs.exists(target))) return
-          yield* fs.makeDirectory(path.dirname(target), { recursive: true })
-          yield* exportTree(info.tree, target, { overwrite: true, concurrency: 8 })
-          written++
-          yield* emit({ _tag: "Writing", done: written, total: ordered.length })
-        }), { concurrency: 4, discard: true })
+    for (const p of ordered) {
+      const info = infos.get(`${p.name}@${p.version}`)!
+      next[p.dir] = info.tag
+      const target = path.join(into, p.dir)
+      const parentChanged = ordered.some((q) => p.dir.startsWith(`${q.dir}/`) && previous.dirs[q.dir] !== infos.get(`${q.name}@${q.version}`)!.tag)
+      if (previous.dirs[p.dir] === info.tag && !parentChanged && (yield* fs.exists(target))) continue
+      yield* fs.makeDirectory(path.dirname(target), { recursive: true })
+      yield* exportTree(info.tree, target, { overwrite: true })
+      written++
+      yield* emit({ _tag: "Writing", done: written, total: ordered.length })
     }
     yield* writeAtomically(statePath, `${JSON.stringify({ version: 1, dirs: next }, null, 2)}\n`)
 
