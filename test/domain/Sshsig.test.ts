@@ -7,7 +7,7 @@ import { join } from "node:path"
 import { createHash } from "node:crypto"
 import { fingerprint, parsePublicKeyLine, wireString } from "../../src/domain/SshKey.js"
 import * as Sshsig from "../../src/domain/Sshsig.js"
-import { fixturePath, memoryKey } from "../services/KeysFixtures.js"
+import { fixturePath, memoryKey, privateCopy } from "../services/KeysFixtures.js"
 import { Effect } from "effect"
 
 const alice = memoryKey("alice_ed25519")
@@ -76,7 +76,7 @@ describe("Sshsig", () => {
   it("is byte-identical to ssh-keygen for ed25519 (deterministic signatures)", () => {
     const dir = tmp()
     writeFileSync(join(dir, "m"), message)
-    execFileSync("ssh-keygen", ["-q", "-Y", "sign", "-f", fixturePath("alice_ed25519"), "-n", "git", join(dir, "m")], { stdio: "pipe" })
+    execFileSync("ssh-keygen", ["-q", "-Y", "sign", "-f", privateCopy("alice_ed25519"), "-n", "git", join(dir, "m")], { stdio: "pipe" })
     assert.strictEqual(readFileSync(join(dir, "m.sig"), "utf8"), signed(alice))
   })
 
@@ -84,7 +84,7 @@ describe("Sshsig", () => {
     const dir = tmp()
     writeFileSync(join(dir, "m"), message)
     for (const [name, key] of [["alice_ed25519", alice], ["bob_rsa3072", bob]] as const) {
-      execFileSync("ssh-keygen", ["-q", "-Y", "sign", "-f", fixturePath(name), "-n", "git", join(dir, "m")], { stdio: "pipe" })
+      execFileSync("ssh-keygen", ["-q", "-Y", "sign", "-f", privateCopy(name), "-n", "git", join(dir, "m")], { stdio: "pipe" })
       const theirs = readFileSync(join(dir, "m.sig"), "utf8")
       assert.strictEqual(reasonOf(Sshsig.verify(theirs, message, "git")), "accepted", name)
       writeFileSync(join(dir, "allowed"), `me ${readFileSync(fixturePath(`${name}.pub`), "utf8")}`)

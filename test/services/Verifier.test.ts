@@ -17,7 +17,7 @@ import * as ObjectStore from "../../src/services/ObjectStore.js"
 import * as Owners from "../../src/services/Owners.js"
 import * as Signer from "../../src/services/Signer.js"
 import * as Verifier from "../../src/services/Verifier.js"
-import { EMPTY_TREE, fixturePath, memoryKey, publicLine } from "./KeysFixtures.js"
+import { EMPTY_TREE, fixturePath, memoryKey, privateCopy, publicLine } from "./KeysFixtures.js"
 
 const alice = memoryKey("alice_ed25519")
 const bob = memoryKey("bob_rsa3072")
@@ -90,7 +90,7 @@ describe("Verifier (real layer)", () => {
       const sig = t.signature ?? ""
       const dir = mkdtempSync(join(tmpdir(), "upm-verifier-"))
       writeFileSync(join(dir, "payload"), encodeTagPayload(t))
-      execFileSync("ssh-keygen", ["-q", "-Y", "sign", "-f", fixturePath("ecdsa_p256"), "-n", "git", join(dir, "payload")], { stdio: "pipe" })
+      execFileSync("ssh-keygen", ["-q", "-Y", "sign", "-f", privateCopy("ecdsa_p256"), "-n", "git", join(dir, "payload")], { stdio: "pipe" })
       const ecdsaSig = readFileSync(join(dir, "payload.sig"), "utf8")
       const forged = reSign(sig, (s) => {
         const bytes = Uint8Array.from(s.signature)
