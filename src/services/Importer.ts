@@ -16,6 +16,7 @@ import { FileSystem, Path } from "@effect/platform"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect, Either, Option, ParseResult, Schema } from "effect"
 import ignore, { type Ignore } from "ignore"
+import { batches } from "../domain/Batches.js"
 import { badEntryName, encodeTree, type TreeEntry } from "../domain/GitObject.js"
 import { decodeManifestJson, type Manifest, MANIFEST_FILE } from "../domain/Manifest.js"
 import type { ObjectHash } from "../domain/ObjectHash.js"
@@ -230,23 +231,8 @@ export const importDirectory = (dir: string, options: ImportOptions = {}) =>
     }
 
     /** Files go to the store in batches (putMany: one existence check per batch where the store can), bounded in bytes. */
-    const batches = (leaves: ReadonlyArray<Child>): Array<Array<Child>> => {
-      const out: Array<Array<Child>> = []
-      let current: Array<Child> = []
-      let size = 0
-      for (const leaf of leaves) {
-        const leafSize = leaf.kind.kind === "file" ? leaf.kind.size : 0
-        if (current.length > 0 && (current.length >= BATCH_FILES || size + leafSize > BATCH_BYTES)) {
-          out.push(current)
-          current = []
-          size = 0
-        }
-        current.push(leaf)
-        size += leafSize
-      }
-      if (current.length > 0) out.push(current)
-      return out
-    }
+    const fileBatches = (leaves: ReadonlyArray<Child>) =>
+      batches(leaves, (leaf) => (leaf.kind.kind === "file" ? leaf.kind.size : 0), BATCH_FILES, BATCH_BYTES)
 
     const storeBatch = (batch: ReadonlyArray<Child>) =>
       Effect.gen(function* () {
@@ -276,7 +262,7 @@ export const importDirectory = (dir: string, options: ImportOptions = {}) =>
       }
       level = next
     }
-    yield* Effect.forEach(batches(leaves), storeBatch, { discard: true })
+    yield* Effect.forEach(fileBatches(leaves), storeBatch, { discard: true })
     files = leaves.length
     for (const dirs of levels.reverse()) {
       yield* Effect.forEach(dirs, (d) => {

@@ -16,6 +16,7 @@ import type * as SqlError from "@effect/sql/SqlError"
 import { Chunk, Deferred, Effect, Option, Queue, Schedule, Schema } from "effect"
 import { type ObjectType, unframe, frame } from "../domain/GitObject.js"
 import { hashFromBytes, hashToBytes, type ObjectHash, sha1 } from "../domain/ObjectHash.js"
+import { batches } from "../domain/Batches.js"
 import {
   casRefusal, conflict, CorruptObject, deleteRefusal, isImmutableRef, ObjectNotFound, ObjectStore, RefName, StoreError, type StoredObject
 } from "./ObjectStore.js"
@@ -63,24 +64,7 @@ export const prefixRange = (prefix: string): Option.Option<{ readonly from: stri
   return Option.some({ from: prefix, to: prefix.slice(0, -1) + String.fromCharCode(last + 1) })
 }
 
-/** Splits items into batches of at most `maxRows` items and (unless one item alone is bigger) `maxBytes`. */
-export const batches = <A>(items: ReadonlyArray<A>, size: (a: A) => number, maxRows: number, maxBytes: number) => {
-  const out: Array<Array<A>> = []
-  let current: Array<A> = []
-  let bytes = 0
-  for (const item of items) {
-    const n = size(item)
-    if (current.length > 0 && (current.length >= maxRows || bytes + n > maxBytes)) {
-      out.push(current)
-      current = []
-      bytes = 0
-    }
-    current.push(item)
-    bytes += n
-  }
-  if (current.length > 0) out.push(current)
-  return out
-}
+export { batches }
 
 /** The ObjectStore over the current SqlClient; the tables must exist. */
 export const makeSqlStore = (options: SqlStoreOptions) =>

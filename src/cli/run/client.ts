@@ -2,7 +2,6 @@
  * What every client subcommand shares: the common options, output helpers (text or `--json`, progress bars on
  * a TTY only), and the client's layers (config, local store, keys, known keys, the lazy server connection).
  */
-import { Options } from "@effect/cli"
 import type { FileSystem, Path } from "@effect/platform"
 import { Console, Effect, Layer, Option } from "effect"
 import { ClientConfig, layer as configLayer } from "../../services/ClientConfig.js"
@@ -12,25 +11,17 @@ import { KnownKeys, layer as knownKeysLayer } from "../../services/KnownKeys.js"
 import type { ObjectStore, StoreError } from "../../services/ObjectStore.js"
 import { layer as remoteLayer, type Remote } from "../../services/Remote.js"
 import { connectTcp, layer as syncLayer } from "../../services/SyncClient.js"
+import { json, key, readOptions, server, verbose } from "../options.js"
 
 // ---------------------------------------------------------------------------------------------
 // Options shared by the subcommands
 
-export const server = Options.text("server").pipe(
-  Options.withDescription("the server, host[:port] (default: UPM_SERVER, then the config file, then 127.0.0.1:4822)"),
-  Options.optional
-)
-export const json = Options.boolean("json").pipe(Options.withDescription("print JSON for scripts instead of text"))
-export const verbose = Options.boolean("verbose").pipe(Options.withDescription("on failure, show every detail (stack traces)"))
-export const key = Options.text("key").pipe(
-  Options.withDescription("the SSH private key to sign with (default: UPM_KEY, the config file, UPM_HOME/id_ed25519, ~/.ssh/id_ed25519, ~/.ssh/id_rsa)"),
-  Options.optional
-)
+// Defined once in ../options.ts (light to load for command definitions); re-exported for the implementations.
+export { json, key, readOptions, server, verbose }
 
 /** `--verbose` is read by the error reporter from argv; commands accept it so the parser does too. */
 export const common = { verbose }
 export const withServer = { server, verbose }
-export const readOptions = { server, json, verbose }
 
 // ---------------------------------------------------------------------------------------------
 // Output
