@@ -382,10 +382,9 @@ export const session = (
           Effect.mapError((e) => sessionError("Verification", `tag ${hash} refused (${e.reason}): ${e.detail}`))
         )
         const name = releaseTagName(release.name, release.version)
-        const existing = yield* registry.versions(release.name).pipe(
-          Effect.map((all) => all.find((r) => r.version === release.version)),
-          Effect.mapError(storeError)
-        )
+        // Read once: the held versions decide "already sealed" here and name the v2 haves below.
+        const held = yield* registry.versions(release.name).pipe(Effect.mapError(storeError))
+        const existing = held.find((r) => r.version === release.version)
         if (existing !== undefined && existing.hash !== hash) {
           return yield* Effect.fail(sessionError("Conflict", `${name} is already published as ${existing.hash}`))
         }
@@ -404,10 +403,7 @@ export const session = (
             Effect.mapError(storeError)
           )
           const need = missing.slice(0, MAX_NEED)
-          const haves = yield* registry.versions(release.name).pipe(
-            Effect.map((all) => all.map((r) => r.hash).filter((h) => h !== hash).reverse().slice(0, MAX_HAVES)),
-            Effect.mapError(storeError)
-          )
+          const haves = held.map((r) => r.hash).filter((h) => h !== hash).reverse().slice(0, MAX_HAVES)
           for (const h of need) p.permitted.set(h, undefined)
           push = p
           return yield* emit(Codec.reply(["need", ...need, ...(haves.length === 0 ? [] : ["have", ...haves])].join(" ")))
