@@ -19,6 +19,7 @@ import * as Codec from "../protocol/SyncCodec.js"
 import * as AntiEntropy from "./AntiEntropy.js"
 import { type ConnectionError, type ConnectionInfo, SyncProtocol } from "./Connection.js"
 import { getFramed, missingReachable, ObjectStore, RefName } from "./ObjectStore.js"
+import * as OwnerChanges from "./OwnerChanges.js"
 import { type Conversation, Conversations, ProposalPolicy } from "./ProposalPolicy.js"
 import { Registry } from "./Registry.js"
 import { closure, makeFrontier, makePutBuffer, walkParentFirst } from "./SyncGraph.js"
@@ -190,6 +191,8 @@ export const session = (
       sessionError("Store", e._tag === "StoreError" && e.detail !== undefined ? e.detail : `storage failed (${e._tag})`)
     // Anti-entropy queries (docs/peers.md): digest, digests, refs, peers.
     const digestQueries = AntiEntropy.makeQueries(store)
+    // Owner queries, v2 (docs/protocol.md): read a namespace's keys and members, apply a signed change record.
+    const ownerQueries = yield* OwnerChanges.queriesFor(store)
 
     // Handshake ------------------------------------------------------------------------------
     const first = yield* reader.next
@@ -263,6 +266,10 @@ export const session = (
             return "attached"
           }
           default: {
+            const owner = version >= STREAM_VERSION ? ownerQueries.answer(command, words) : Option.none()
+            if (Option.isSome(owner)) {
+              return yield* owner.value.pipe(Effect.mapError((e) => sessionError(OwnerChanges.sessionReason(e), OwnerChanges.errorText(e))))
+            }
             const extra = digestQueries.answer(command, words)
             if (Option.isSome(extra)) {
               return yield* extra.value.pipe(Effect.mapError((e) => sessionError(e.reason === "Store" ? "Store" : "BadQuery", e.detail)))
