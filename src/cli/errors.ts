@@ -191,6 +191,8 @@ export const render = (error: unknown): Rendered => {
       return { code: ExitCode.LocalIo, message }
     case "PolicyRefused":
       return { code: ExitCode.Refused, message }
+    case "OwnersError":
+      return renderOwners(str(error, "owner"), str(error, "reason"), detail)
     case "SystemError":
     case "BadArgument":
       return { code: ExitCode.LocalIo, message }
@@ -209,6 +211,29 @@ const pathText = (error: object): string => {
   const steps = path.map((s: unknown) =>
     typeof s === "object" && s !== null ? `${str(s, "name")}${str(s, "version") === "" ? "" : `@${str(s, "version")}`}` : String(s))
   return ` (required by ${steps.join(" → ")})`
+}
+
+/** A namespace ownership change refused (by the rules, checked before sending, or by the server). */
+const renderOwners = (owner: string, reason: string, detail: string): Rendered => {
+  const list = `upm owner list ${owner}`
+  switch (reason) {
+    case "NotOwner":
+    case "BadSignature":
+    case "Unsigned":
+      return {
+        code: ExitCode.Verification,
+        message: `the server refused the change to ${owner}: ${detail}`,
+        hint: `only a key of the namespace may change it: compare \`upm whoami\` with \`${list}\`, or sign with another key (--signing-key FILE)`
+      }
+    case "Conflict":
+      return { code: ExitCode.Conflict, message: `${owner} changed meanwhile: ${detail}`, hint: `look at \`${list}\` and run the command again` }
+    case "Invalid":
+      return { code: ExitCode.Usage, message: `cannot change ${owner}: ${detail}`, hint: list }
+    case "NotFound":
+      return { code: ExitCode.NotFound, message: `namespace ${owner}: ${detail}` }
+    default:
+      return { code: ExitCode.Network, message: `the server could not change ${owner} (${reason}): ${detail}` }
+  }
 }
 
 /** `!error …` replies carry the server's reason as text; the first word is its tag when the server names one. */

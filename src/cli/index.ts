@@ -17,14 +17,15 @@ import { queue } from "./queue.js"
 import { receive, send } from "./send.js"
 import { user } from "./user.js"
 import { peers } from "./peers.js"
+import { ownerCommand } from "./owner.js"
 
 export const VERSION = "0.1.0"
 
 export const upm = Command.make("upm").pipe(
   Command.withDescription("upm: a self-hostable package server and its client"),
   Command.withSubcommands([
-    serve, keygen, whoami, keyCommand, publish, install, match, versions, search, info, propose, trust, fsck,
-    exportCommand, gc, config,
+    serve, keygen, whoami, keyCommand, publish, install, match, versions, search, info, propose, trust, ownerCommand,
+    fsck, exportCommand, gc, config,
     store, send, receive, queue, user, peers
   ])
 )

@@ -3,6 +3,7 @@ import { Cause, Effect, Exit } from "effect"
 import { LockfileInvalid } from "../../src/domain/Lockfile.js"
 import { CliError, ExitCode, exitCodeOf, render, reportFailures } from "../../src/cli/errors.js"
 import { KeyError } from "../../src/services/Keys.js"
+import { OwnersError } from "../../src/services/Owners.js"
 import { ServerUnreachable } from "../../src/services/Remote.js"
 import { DependencyConflict, NoMatchingVersion, PackageNotFound } from "../../src/services/Resolver.js"
 import { VerificationError } from "../../src/services/Verifier.js"
@@ -27,6 +28,17 @@ describe("CLI errors", () => {
     assert.include(key.message, "/k")
     assert.include(key.hint ?? "", "chmod 600")
     assert.strictEqual(render(new LockfileInvalid({ path: "upm.lock", detail: "bad" })).code, ExitCode.Usage)
+  })
+
+  it("maps refused ownership changes: not an owner 5, stale head 6, against the rules (last key) 2", () => {
+    const owners = (reason: OwnersError["reason"], detail: string) => render(new OwnersError({ owner: "alice", reason, detail }))
+    const notOwner = owners("NotOwner", "SHA256:x is not an owner key of alice")
+    assert.strictEqual(notOwner.code, ExitCode.Verification)
+    assert.include(notOwner.hint ?? "", "upm owner list alice")
+    assert.strictEqual(owners("Conflict", "stale").code, ExitCode.Conflict)
+    const last = owners("Invalid", "the last key cannot be removed; add the new key first, then remove this one")
+    assert.strictEqual(last.code, ExitCode.Usage)
+    assert.include(last.message, "last key cannot be removed")
   })
 
   it("recognises disk full and permission denied anywhere in the cause chain", () => {
