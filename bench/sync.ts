@@ -34,8 +34,12 @@ import * as SyncClient from "../src/services/SyncClient.js"
 import { memoryKey } from "../test/services/KeysFixtures.js"
 
 const ROOT = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "..")
-const BIN = Path.join(ROOT, "bin", "upm.js")
 const BASE = Path.join(process.env["UPM_BENCH_DIR"] ?? "/dev/shm", `upm-bench-${process.pid}`)
+// The server runs from a private build of src/ (dist/ is shared with other work in progress).
+const BUILD = Path.join(ROOT, ".bench", `sync-${process.pid}`)
+const BIN = Path.join(BUILD, "upm.js")
+/** Extra node flags for the server (e.g. UPM_BENCH_SERVER_NODE="--cpu-prof --cpu-prof-dir=/tmp/prof"). */
+const SERVER_NODE = (process.env["UPM_BENCH_SERVER_NODE"] ?? "").split(" ").filter((a) => a.length > 0)
 const KEY = memoryKey("alice_ed25519")
 
 // ---------------------------------------------------------------------------------------------
@@ -94,7 +98,7 @@ const serveExtraArgs = async () => {
 
 const startUpm = async (store: string) => {
   const extra = await serveExtraArgs()
-  const child = spawn(process.execPath, [BIN, "serve", "--port", "0", "--store", `fs:${store}`, ...extra], { stdio: ["ignore", "ignore", "pipe"] })
+  const child = spawn(process.execPath, [...SERVER_NODE, BIN, "serve", "--port", "0", "--store", `fs:${store}`, ...extra], { stdio: ["ignore", "ignore", "pipe"] })
   const line = await waitForLine(child, /message=listening/)
   const port = Number(/\bport=(\d+)/.exec(line)?.[1])
   return { child, port }
@@ -364,6 +368,11 @@ const main = async () => {
   const only = process.argv.slice(2)
   const want = (name: string) => only.length === 0 || only.includes(name)
   mkdirSync(BASE, { recursive: true })
+  // Type errors elsewhere in the shared tree (work in progress) do not stop tsc from emitting.
+  await run("npx", ["tsc", "-p", "tsconfig.build.json", "--outDir", Path.join(BUILD, "dist")], { cwd: ROOT }).catch((e: Error) => {
+    if (!existsSync(Path.join(BUILD, "dist", "main.js"))) throw e
+  })
+  writeFileSync(BIN, `import "./dist/main.js"\n`)
   console.log(`upm sync bench in ${BASE} (node ${process.version}, ${(await run("git", ["--version"])).stdout.trim()})`)
   const corpora = Path.join(BASE, "corpora")
   const all: Array<string> = []
@@ -386,6 +395,7 @@ const main = async () => {
     }
   } finally {
     rmSync(BASE, { recursive: true, force: true })
+    rmSync(BUILD, { recursive: true, force: true })
   }
   console.log(`\n# summary\n${all.join("\n")}`)
 }

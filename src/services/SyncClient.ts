@@ -160,6 +160,12 @@ const parseMatchLine = (line: string): Either.Either<MatchResult, SyncClientErro
     : Either.left(clientError("Protocol", `malformed reply line ${JSON.stringify(line)}`))
 }
 
+/** A `!error …` reply as the Remote error it stands for. */
+const remoteError = (frame: Codec.Frame): SyncClientError | undefined =>
+  frame._tag === "Reply" && (frame.text === "error" || frame.text.startsWith("error "))
+    ? clientError("Remote", frame.text.slice(6))
+    : undefined
+
 /** Joins writes into fewer, larger ones (one per WANT batch answered, or every 256 KiB). */
 const makeWriteBuffer = (write: (bytes: Uint8Array) => Effect.Effect<void, SyncClientError>) => {
   let parts: Array<Uint8Array> = []
@@ -203,12 +209,14 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
     const nextWithin = (timeout: Duration.Duration): Effect.Effect<Codec.Frame, SyncClientError> => Effect.suspend(() => {
       const frame = ready.shift()
       if (frame !== undefined) {
-        if (frame._tag === "Reply" && (frame.text === "error" || frame.text.startsWith("error "))) {
-          return Effect.fail(clientError("Remote", frame.text.slice(6)))
-        }
-        return Effect.succeed(frame)
+        const remote = remoteError(frame)
+        return remote !== undefined ? Effect.fail(remote) : Effect.succeed(frame)
       }
-      return pull.pipe(
+      return Effect.zipRight(fill(timeout), nextWithin(timeout))
+    })
+    /** Waits for the next chunk of frames from the server and queues them in `ready`. */
+    const fill = (timeout: Duration.Duration): Effect.Effect<void, SyncClientError> =>
+      pull.pipe(
         Effect.mapError(Option.match({
           onNone: () => clientError("Closed", "the server closed the connection"),
           onSome: (e) =>
@@ -220,12 +228,10 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
           duration: timeout,
           onTimeout: () => clientError("Timeout", `no answer from the server within ${Duration.format(timeout)}`)
         }),
-        Effect.flatMap((chunk) => {
-          ready.push(...chunk)
-          return nextWithin(timeout)
+        Effect.map((chunk) => {
+          for (const frame of chunk) ready.push(frame)
         })
       )
-    })
 
     // Handshake
     yield* writeFrame(Codec.hello(options.versions))
@@ -259,18 +265,19 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
     const nextFlushing = Effect.suspend(() => (ready.length === 0 ? Effect.zipRight(flushPuts, next) : next))
 
     /** Decodes a received object, checking the type its parent announced, and queues it for the store. */
+    /** Decodes a received object and checks the type its parent announced. */
+    const check = (data: Uint8Array, hash: ObjectHash, expected: ObjectType | undefined): Either.Either<GitObject, SyncClientError> =>
+      Either.flatMap(
+        Either.mapLeft(decodeFramed(data, options.maxObjectSize), (e) => clientError("BadObject", `object ${hash}: ${e.reason}: ${e.detail}`)),
+        (object) => expected !== undefined && expected !== object.type
+          ? Either.left(clientError("BadObject", `object ${hash} is a ${object.type}, its parent says ${expected}`))
+          : Either.right(object)
+      )
+
+    /** Decodes a received object, checking the type its parent announced, and queues it for the store. */
     const accept = (data: Uint8Array, hash: ObjectHash, expected: ObjectType | undefined) =>
-      Effect.gen(function* () {
-        const object: GitObject = yield* Either.match(decodeFramed(data, options.maxObjectSize), {
-          onLeft: (e) => Effect.fail(clientError("BadObject", `object ${hash}: ${e.reason}: ${e.detail}`)),
-          onRight: (o) => Effect.succeed(o)
-        })
-        if (expected !== undefined && expected !== object.type) {
-          return yield* Effect.fail(clientError("BadObject", `object ${hash} is a ${object.type}, its parent says ${expected}`))
-        }
-        yield* puts.add(object).pipe(Effect.mapError(storeFailed))
-        return object
-      })
+      Effect.flatMap(check(data, hash, expected), (object) =>
+        Effect.as(puts.add(object).pipe(Effect.mapError(storeFailed)), object))
 
     /**
      * v0 (and v2's fallback): WANT what is missing below `root`, level by level, up to `maxWantBatches` WANT
@@ -346,6 +353,8 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
     /**
      * v2: `?fetch <missing…> have <haves…>` — the server streams the whole missing graph parent first, then
      * `!fetched <n>`. Each object must hang below one already received (or be one of the named roots).
+     * The frames of each chunk that arrives are checked together, without a fiber step per object. Returns true
+     * when everything the received trees name arrived too: the graph is then complete without another walk.
      */
     const fetchStream = (
       missing: ReadonlyArray<ObjectHash>,
@@ -354,42 +363,73 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
       onProgress: (p: Progress) => Effect.Effect<void>
     ) =>
       Effect.gen(function* () {
-        if (missing.length === 0) return
+        if (missing.length === 0) return true
         const permitted = new Map<ObjectHash, ObjectType | undefined>(missing.map((h) => [h, undefined]))
         const haveText = haves.length === 0 ? "" : ` have ${haves.slice(0, 16).join(" ")}`
         const batches: Array<ReadonlyArray<ObjectHash>> = []
         for (let i = 0; i < missing.length; i += FETCH_BATCH) batches.push(missing.slice(i, i + FETCH_BATCH))
         // All fetches go out at once; their streams come back in order.
         for (const batch of batches) yield* writeFrame(Codec.query(`fetch ${batch.join(" ")}${haveText}`))
+        const received = new Set<ObjectHash>()
         let known = missing.length
-        for (let done = 0; done < batches.length;) {
-          const frame = yield* nextFlushing
-          if (frame._tag === "Reply") {
-            if (!/^fetched \d+$/.test(frame.text)) {
-              return yield* Effect.fail(clientError("Protocol", `unexpected reply to fetch: ${JSON.stringify(frame.text)}`))
+        let done = 0
+        /** Takes the frames waiting in `ready`: the objects to store, and the error that stopped it, if any. */
+        const takeReady = () => {
+          const objects: Array<GitObject> = []
+          let at = 0
+          let failure: SyncClientError | undefined
+          for (; at < ready.length && done < batches.length && failure === undefined; at++) {
+            const frame = ready[at]!
+            if (frame._tag === "Reply") {
+              failure = remoteError(frame)
+              if (failure === undefined && /^fetched \d+$/.test(frame.text)) done++
+              else failure ??= clientError("Protocol", `unexpected reply to fetch: ${JSON.stringify(frame.text)}`)
+              continue
             }
-            done++
-            continue
-          }
-          if (frame._tag !== "Send") return yield* Effect.fail(clientError("Protocol", `unexpected ${frame._tag} during a fetch`))
-          const hash = sha1(frame.data)
-          if (!permitted.has(hash)) {
-            return yield* Effect.fail(clientError("Unsolicited", `the server sent ${hash}, which is not below what was fetched`))
-          }
-          const object = yield* accept(frame.data, hash, permitted.get(hash))
-          permitted.delete(hash)
-          for (const child of children(object)) {
-            if (!permitted.has(child.hash)) {
-              permitted.set(child.hash, child.type)
-              known++
+            if (frame._tag !== "Send") {
+              failure = clientError("Protocol", `unexpected ${frame._tag} during a fetch`)
+              continue
             }
+            const hash = sha1(frame.data)
+            if (!permitted.has(hash)) {
+              failure = clientError("Unsolicited", `the server sent ${hash}, which is not below what was fetched`)
+              continue
+            }
+            const checked = check(frame.data, hash, permitted.get(hash))
+            if (Either.isLeft(checked)) {
+              failure = checked.left
+              continue
+            }
+            const object = checked.right
+            permitted.delete(hash)
+            received.add(hash)
+            for (const child of children(object)) {
+              if (!permitted.has(child.hash) && !received.has(child.hash)) {
+                permitted.set(child.hash, child.type)
+                known++
+              }
+            }
+            objects.push(object)
+            stats.objects++
+            stats.bytes += frame.data.length
           }
-          stats.objects++
-          stats.bytes += frame.data.length
+          ready.splice(0, at)
+          return { objects, failure }
+        }
+        while (done < batches.length) {
+          if (ready.length === 0) {
+            yield* flushPuts // before a wait: what arrived is written
+            yield* fill(options.timeout)
+          }
+          const { objects, failure } = takeReady()
+          // What was checked is stored even when a later frame of the chunk was refused (a resume needs less).
+          for (const object of objects) yield* puts.add(object).pipe(Effect.mapError(storeFailed))
+          if (failure !== undefined) return yield* Effect.fail(failure)
           yield* onProgress({ direction: "pull", objects: stats.objects, bytes: stats.bytes, known })
         }
         yield* flushPuts
         stats.rounds += 1
+        return permitted.size === 0
       })
 
     const pullGraph = (root: ObjectHash, opts: TransferOptions = {}) =>
@@ -401,8 +441,9 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         yield* Effect.gen(function* () {
           let missing = yield* missingBelow(root)
           if (version >= 2 && missing.length > 0) {
-            yield* fetchStream(missing, opts.haves ?? [], stats, onProgress)
-            missing = yield* missingBelow(root)
+            // Everything below the missing frontier arrived: the graph is complete, no need to walk it again.
+            const complete = yield* fetchStream(missing, opts.haves ?? [], stats, onProgress)
+            missing = complete ? [] : yield* missingBelow(root)
           }
           if (missing.length > 0) {
             yield* wantLoop(missing, stats, onProgress)

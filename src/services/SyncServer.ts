@@ -141,7 +141,14 @@ const makeFrameReader = (input: Stream.Stream<Uint8Array, ConnectionError>) =>
         return yield* next
       })
     })
-    return { next, handshakeDone: () => { handshakeDone = true }, buffered: () => ready.length > 0 }
+    /** The next frame if it is already decoded and satisfies `accept` (no waiting, no fiber step). */
+    const takeBuffered = <F extends Codec.Frame>(accept: (frame: Codec.Frame) => frame is F): F | undefined => {
+      const frame = ready[0]
+      if (frame === undefined || !accept(frame)) return undefined
+      ready.shift()
+      return frame
+    }
+    return { next, takeBuffered, handshakeDone: () => { handshakeDone = true }, buffered: () => ready.length > 0 }
   })
 
 // ---------------------------------------------------------------------------------------------
@@ -166,6 +173,12 @@ interface Push {
    */
   mode: "want" | "stream"
   readonly permitted: Map<ObjectHash, ObjectType | undefined>
+  /** v2: objects received in the stream. */
+  readonly received: Set<ObjectHash>
+  /** v2: the haves named in `!need`. */
+  haves: ReadonlyArray<ObjectHash>
+  /** v2: `!need` named the whole missing frontier (not cut at MAX_NEED). */
+  needComplete: boolean
 }
 
 export const session = (
@@ -398,7 +411,8 @@ export const session = (
         yield* putObject(object)
         const p: Push = {
           release, asked: new Map(), queue: [], queued: new Set(), batchOf: new Map(), outstanding: 0, total: 1,
-          mode: version >= STREAM_VERSION ? "stream" : "want", permitted: new Map()
+          mode: version >= STREAM_VERSION ? "stream" : "want", permitted: new Map(), received: new Set(), haves: [],
+          needComplete: false
         }
         // Already sealed with this very tag: nothing to ask, nothing to decide again.
         if (existing !== undefined) return yield* confirm(release)
@@ -412,6 +426,8 @@ export const session = (
           const need = missing.slice(0, MAX_NEED)
           const haves = held.map((r) => r.hash).filter((h) => h !== hash).reverse().slice(0, MAX_HAVES)
           for (const h of need) p.permitted.set(h, undefined)
+          p.haves = haves
+          p.needComplete = need.length === missing.length
           push = p
           return yield* emit(Codec.reply(["need", ...need, ...(haves.length === 0 ? [] : ["have", ...haves])].join(" ")))
         }
@@ -426,24 +442,60 @@ export const session = (
       for (const child of children(object)) if (!p.permitted.has(child.hash)) p.permitted.set(child.hash, child.type)
     }
 
-    /** v2: an object streamed by the client, acceptable if a tree (or the tag) already received points at it. */
-    const receiveStreamed = (p: Push, data: Uint8Array, hash: ObjectHash) =>
+    /**
+     * v2: an object streamed by the client, acceptable if a tree (or the tag) already received points at it.
+     * The SENDs already decoded behind it are taken in the same pass (no fiber step per object).
+     */
+    const receiveStreamed = (p: Push, first: Codec.Send) =>
       Effect.gen(function* () {
-        const announced = p.permitted.get(hash)
-        if (!p.permitted.has(hash)) {
-          return yield* Effect.fail(sessionError("Unsolicited", `unsolicited object ${hash}: not below what the server needs`))
+        const objects: Array<GitObject> = []
+        let failure: SyncSessionError | undefined
+        for (let frame: Codec.Send | undefined = first; frame !== undefined && failure === undefined; frame = reader.takeBuffered(isSend)) {
+          const hash = sha1(frame.data)
+          if (!p.permitted.has(hash)) {
+            failure = sessionError("Unsolicited", `unsolicited object ${hash}: not below what the server needs`)
+            break
+          }
+          const announced = p.permitted.get(hash)
+          const decoded = decodeFramed(frame.data, limits.maxObjectSize)
+          if (Either.isLeft(decoded)) {
+            failure = sessionError("BadObject", `object ${hash}: ${decoded.left.reason}: ${decoded.left.detail}`)
+            break
+          }
+          const object = decoded.right
+          if (announced !== undefined && announced !== object.type) {
+            failure = sessionError("BadObject", `object ${hash} is a ${object.type}, its parent says ${announced}`)
+            break
+          }
+          p.total++
+          if (p.total > limits.maxPushObjects) {
+            failure = sessionError("Limit", `push exceeds ${limits.maxPushObjects} objects`)
+            break
+          }
+          p.permitted.delete(hash)
+          p.received.add(hash)
+          for (const child of children(object)) {
+            if (!p.permitted.has(child.hash) && !p.received.has(child.hash)) p.permitted.set(child.hash, child.type)
+          }
+          objects.push(object)
         }
-        p.permitted.delete(hash)
-        const object = yield* decodeObject(data, hash)
-        if (announced !== undefined && announced !== object.type) {
-          return yield* Effect.fail(sessionError("BadObject", `object ${hash} is a ${object.type}, its parent says ${announced}`))
-        }
-        p.total++
-        if (p.total > limits.maxPushObjects) {
-          return yield* Effect.fail(sessionError("Limit", `push exceeds ${limits.maxPushObjects} objects`))
-        }
-        yield* puts.add(object).pipe(Effect.mapError(storeError))
-        permit(p, object)
+        // What was checked is stored even when a later object was refused (a resumed push needs less).
+        for (const object of objects) yield* puts.add(object).pipe(Effect.mapError(storeError))
+        if (failure !== undefined) return yield* Effect.fail(failure)
+      })
+
+    /** v2: whether the stream left nothing out, except what the named haves reach. */
+    const streamedComplete = (p: Push) =>
+      Effect.gen(function* () {
+        if (!p.needComplete) return false
+        if (p.permitted.size === 0) return true
+        if (p.haves.length === 0) return false
+        const reach = yield* closure(p.haves, limits.maxPushObjects).pipe(
+          Effect.provideService(ObjectStore, store),
+          Effect.mapError(storeError)
+        )
+        for (const hash of p.permitted.keys()) if (!reach.has(hash)) return false
+        return true
       })
 
     /** v2 `?verify <tag>`: the client has streamed what it had to; complete the graph with WANTs, then decide. */
@@ -454,9 +506,12 @@ export const session = (
           return yield* Effect.fail(sessionError("Protocol", `no push of ${hash} is waiting for verify`))
         }
         p.mode = "want"
-        p.permitted.clear()
         yield* puts.flush.pipe(Effect.mapError(storeError))
-        const needed = yield* missingReachable(p.release.tree).pipe(
+        // Complete without a walk when every object the received trees name arrived, or is reachable from a
+        // have (a sealed, hence complete, release the client left out). Registry.seal walks the graph once more.
+        const complete = yield* streamedComplete(p)
+        p.permitted.clear()
+        const needed = complete ? [] : yield* missingReachable(p.release.tree).pipe(
           Effect.provideService(ObjectStore, store),
           Effect.mapError(storeError)
         )
@@ -496,7 +551,6 @@ export const session = (
 
     const receive = (p: Push, data: Uint8Array, hash: ObjectHash) =>
       Effect.gen(function* () {
-        if (p.mode === "stream") return yield* receiveStreamed(p, data, hash)
         const announced = p.asked.get(hash)
         if (!p.asked.has(hash) || p.queued.has(hash)) {
           return yield* Effect.fail(sessionError("Unsolicited", `unsolicited object ${hash}: not asked for`))
@@ -554,6 +608,10 @@ export const session = (
           yield* serveWants(frame.hashes)
           break
         case "Send": {
+          if (push !== undefined && push.mode === "stream") {
+            yield* receiveStreamed(push, frame)
+            break
+          }
           const hash = sha1(frame.data)
           yield* push === undefined ? startPush(frame.data, hash) : receive(push, frame.data, hash)
           break
@@ -563,6 +621,8 @@ export const session = (
       }
     }
   })
+
+const isSend = (frame: Codec.Frame): frame is Codec.Send => frame._tag === "Send"
 
 /** Runs a session and turns its frames into bytes; a failed session sends `!error <detail>` and ends. */
 export const serveWith = (versions: ReadonlyArray<number> = SERVER_VERSIONS) =>
