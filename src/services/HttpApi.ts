@@ -25,6 +25,7 @@ import * as Exporter from "./Exporter.js"
 import * as Metrics from "./Metrics.js"
 import { type CorruptObject, getDecoded, type ObjectNotFound, ObjectStore, type StoreError } from "./ObjectStore.js"
 import { type Release, Registry } from "./Registry.js"
+import { cacheKey, type CachedFile, DownloadCache, type DownloadCacheError } from "./DownloadCache.js"
 import { verifySignature } from "./Verifier.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -239,17 +240,29 @@ export interface CatalogOptions {
   /** Largest README rendered. */
   readonly maxReadmeBytes: number
   /**
-   * Archives produced at once; more wait (their response head is sent, their bytes follow when a slot frees).
-   * Each holds one file in memory at a time, so this bounds the memory downloads take.
+   * Files read whole from the store at once for the file endpoint (the first read of a big file, before it is in
+   * the DownloadCache); more wait. With `maxFileBytes` this bounds the memory raw files take.
    */
-  readonly maxConcurrentArchives: number
+  readonly maxConcurrentFileReads: number
+  /** Files up to this size are served from memory; bigger ones are written to the DownloadCache and streamed. */
+  readonly inlineFileBytes: number
 }
 
 export const defaultCatalogOptions: CatalogOptions = {
   maxFileBytes: 10 * 1024 * 1024,
   maxTreeEntries: 50_000,
   maxReadmeBytes: 1024 * 1024,
-  maxConcurrentArchives: 16
+  maxConcurrentFileReads: 4,
+  inlineFileBytes: 256 * 1024
+}
+
+/** Failures of a download's bytes once its response has started (the connection is then cut). */
+export type DownloadFailure = Exporter.ExportFailure | DownloadCacheError
+
+/** A file or archive ready to send: its size, content type and bytes (streamed; never a whole archive in memory). */
+export interface Download {
+  readonly size: number
+  readonly bytes: Stream.Stream<Uint8Array, DownloadFailure>
 }
 
 type StoreFailure = StoreError | CorruptObject | ObjectNotFound
@@ -274,20 +287,26 @@ export class Catalog extends Context.Tag("upm/HttpCatalog")<Catalog, {
   ) => Effect.Effect<ResolvedRelease, NotFound | StoreFailure>
   readonly tree: (release: ResolvedRelease) => Effect.Effect<ReleaseTree, TooLarge | StoreFailure>
   readonly readme: (release: ResolvedRelease) => Effect.Effect<Readme, NotFound | StoreFailure>
-  /** A file's bytes by its path in the release (`a/b.txt`); directories and symlinks are not files. */
+  /**
+   * A file's bytes by its path in the release (`a/b.txt`); directories and symlinks are not files. Small files
+   * come from memory; big ones are written once to the DownloadCache and streamed from there.
+   */
   readonly file: (
     release: ResolvedRelease,
     path: string
-  ) => Effect.Effect<{ readonly hash: ObjectHash; readonly bytes: Uint8Array }, NotFound | BadRequest | TooLarge | StoreFailure>
+  ) => Effect.Effect<
+    Download & { readonly hash: ObjectHash; readonly contentType: string },
+    NotFound | BadRequest | TooLarge | Unavailable | StoreFailure
+  >
   /**
    * The release as an archive, entries under `<owner>-<name>-<version>/`, dated with the tag's time so the same
-   * release always gives the same bytes. The tree is checked first (a refusal is NotExportable, before any
-   * byte); the stream then reads one file at a time.
+   * release always gives the same bytes. Built once into the DownloadCache (the tree is checked first: a refusal
+   * is NotExportable), then streamed from disk.
    */
   readonly archive: (
     release: ResolvedRelease,
     kind: "tar.gz" | "zip"
-  ) => Effect.Effect<Stream.Stream<Uint8Array, Exporter.ExportFailure>, NotExportable | StoreFailure>
+  ) => Effect.Effect<Download, NotExportable | Unavailable | ServerError | StoreFailure>
 }>() {}
 
 /** `Name <email> 1700000000 +0100` → ISO 8601 in UTC; undefined when absent or unreadable. */
@@ -325,8 +344,9 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
   Effect.gen(function* () {
     const store = yield* ObjectStore
     const registry = yield* Registry
+    const downloads = yield* DownloadCache
     const withStore = Effect.provideService(ObjectStore, store)
-    const archiveSlots = yield* Effect.makeSemaphore(options.maxConcurrentArchives)
+    const fileReads = yield* Effect.makeSemaphore(options.maxConcurrentFileReads)
 
     const readTag = (hash: ObjectHash) =>
       Effect.flatMap(getDecoded(hash).pipe(withStore), (object) =>
@@ -560,37 +580,81 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
               message: `${segments.join("/")} is a ${found.value.mode === "40000" ? "directory" : "symbolic link"}, not a file`
             }))
           }
-          const blob = yield* store.get(found.value.hash)
-          if (blob.body.length > options.maxFileBytes) {
-            return yield* Effect.fail(new TooLarge({
+          const hash = found.value.hash
+          const path = segments.join("/")
+          const tooLarge = (size: number) =>
+            new TooLarge({
               message: `the file is larger than ${options.maxFileBytes} bytes; download the archive instead`,
-              size: blob.body.length,
+              size,
               limit: options.maxFileBytes
-            }))
-          }
-          return { hash: found.value.hash, bytes: blob.body }
+            })
+          const blobBytes = Effect.flatMap(store.get(hash), (blob) =>
+            blob.body.length > options.maxFileBytes ? Effect.fail(tooLarge(blob.body.length)) : Effect.succeed(blob.body))
+          const key = `${hash}.blob`
+          const fromCache = (cached: CachedFile<StoreFailure | TooLarge>) =>
+            Effect.gen(function* () {
+              if (cached.size > options.maxFileBytes) return yield* Effect.fail(tooLarge(cached.size))
+              const head = yield* cached.head(SNIFF_BYTES)
+              return { hash, size: cached.size, contentType: contentTypeOf(path, head, cached.size), bytes: cached.bytes.pipe(cacheFailureAsExport) }
+            })
+          const rebuild = Stream.fromEffect(blobBytes)
+          const hit = yield* downloads.peek(key, rebuild)
+          if (Option.isSome(hit)) return yield* fromCache(hit.value).pipe(cacheUnavailable)
+          // Not on disk: read it (a few at a time: each read holds the whole file), then keep big ones on disk.
+          return yield* fileReads.withPermits(1)(Effect.gen(function* () {
+            const again = yield* downloads.peek(key, rebuild)
+            if (Option.isSome(again)) return yield* fromCache(again.value)
+            const bytes = yield* blobBytes
+            const contentType = contentTypeOf(path, bytes.subarray(0, SNIFF_BYTES), bytes.length)
+            if (bytes.length <= options.inlineFileBytes) {
+              return { hash, size: bytes.length, contentType, bytes: Stream.succeed(bytes) }
+            }
+            const cached = yield* downloads.get(key, Stream.succeed(bytes))
+            return { hash, size: cached.size, contentType, bytes: cached.bytes.pipe(cacheFailureAsExport) }
+          })).pipe(cacheUnavailable)
         }),
       archive: (resolved, kind) =>
         Effect.gen(function* () {
           const { tree, date } = resolved.info
-          yield* Exporter.planTree(tree).pipe(
-            withStore,
-            Effect.catchTag("ExportError", (e) =>
-              Effect.fail(new NotExportable({ message: `this release cannot be exported safely: ${e.detail}`, path: e.path })))
+          const prefix = archivePrefix(resolved)
+          const mtime = new Date(date ?? 0)
+          // The bytes depend on the format, the tree, the top directory and the date, and on nothing else.
+          const key = `${cacheKey("archive-v1", kind, tree, prefix, String(mtime.getTime()))}.${kind}`
+          const build = (kind === "tar.gz" ? Exporter.exportTarGz(tree, { prefix, mtime }) : Exporter.exportZip(tree, { prefix, mtime }))
+            .pipe(Stream.provideService(ObjectStore, store))
+          const cached = yield* downloads.get(key, build).pipe(
+            Effect.catchTag("ExportError", (e): Effect.Effect<never, ServerError | NotExportable> =>
+              e.reason === "ArchiveFailed" || e.reason === "WriteFailed"
+                ? Effect.zipRight(
+                  Effect.logError("building an archive failed", e),
+                  Effect.fail(new ServerError({ message: "building the archive failed" }))
+                )
+                : Effect.fail(new NotExportable({ message: `this release cannot be exported safely: ${e.detail}`, path: e.path }))),
+            cacheUnavailable
           )
-          const options = { prefix: archivePrefix(resolved), mtime: new Date(date ?? 0) }
-          const bytes = (kind === "tar.gz" ? Exporter.exportTarGz(tree, options) : Exporter.exportZip(tree, options)).pipe(
-            Stream.provideService(ObjectStore, store)
-          )
-          // The slot is taken when the body starts and given back when it ends, however it ends.
-          return Stream.unwrapScoped(Effect.as(Effect.acquireRelease(archiveSlots.take(1), () => archiveSlots.release(1)), bytes))
+          return { size: cached.size, bytes: cached.bytes }
         })
     })
   })
 
+/** How much of a file decides between text and bytes when its extension says nothing. */
+const SNIFF_BYTES = 8192
+
+/** The download cache's disk failing before a response starts: 503 (retry later), logged. */
+const cacheUnavailable = <A, E, R>(effect: Effect.Effect<A, E | DownloadCacheError, R>) =>
+  Effect.catchIf(effect, (e): e is DownloadCacheError => Predicate.isTagged(e, "DownloadCacheError"), (e) =>
+    Effect.zipRight(
+      Effect.logError("the download cache failed", e),
+      Effect.fail(new Unavailable({ message: "the server could not prepare this download; try again" }))
+    ))
+
+/** A file's rebuild can only fail on the store or the cap; as a download failure, only the store's. */
+const cacheFailureAsExport = <R>(bytes: Stream.Stream<Uint8Array, StoreFailure | TooLarge | DownloadCacheError, R>) =>
+  Stream.catchTag(bytes, "TooLarge", (e) => Stream.die(e))
+
 export const layerCatalog = (
   options: CatalogOptions = defaultCatalogOptions
-): Layer.Layer<Catalog, never, ObjectStore | Registry> => Layer.scoped(Catalog, makeCatalog(options))
+): Layer.Layer<Catalog, never, ObjectStore | Registry | DownloadCache> => Layer.scoped(Catalog, makeCatalog(options))
 
 // ---------------------------------------------------------------------------------------------
 // Content types
@@ -614,7 +678,8 @@ const TYPES: Record<string, string> = {
  */
 const ACTIVE = new Set(["html", "htm", "xhtml", "svg", "xml", "xsl", "xslt", "shtml", "mht", "mhtml"])
 
-export const contentTypeOf = (path: string, bytes: Uint8Array): string => {
+/** The type of a file at `path` whose first bytes are `head` (of `size` bytes in all). */
+export const contentTypeOf = (path: string, head: Uint8Array, size = head.length): string => {
   const base = path.slice(path.lastIndexOf("/") + 1)
   const dot = base.lastIndexOf(".")
   const ext = dot <= 0 ? "" : base.slice(dot + 1).toLowerCase()
@@ -622,10 +687,11 @@ export const contentTypeOf = (path: string, bytes: Uint8Array): string => {
   const known = TYPES[ext]
   if (known !== undefined) return known
   // Unknown extension: text when the first 8 KiB are valid UTF-8 without NUL, else bytes.
-  const head = bytes.subarray(0, 8192)
-  if (head.includes(0)) return "application/octet-stream"
+  const start = head.subarray(0, SNIFF_BYTES)
+  if (start.includes(0)) return "application/octet-stream"
   try {
-    new TextDecoder("utf-8", { fatal: true }).decode(head.length < bytes.length ? head.subarray(0, Math.max(0, head.length - 4)) : head)
+    // A cut in the middle of a character is not an error: drop the last bytes when there are more.
+    new TextDecoder("utf-8", { fatal: true }).decode(start.length < size ? start.subarray(0, Math.max(0, start.length - 4)) : start)
     return "text/plain; charset=utf-8"
   } catch {
     return "application/octet-stream"
@@ -687,19 +753,27 @@ const packageName = (path: { readonly owner: string; readonly name: string }) =>
   Schema.decodeUnknown(PackageName)(`${path.owner}/${path.name}`).pipe(
     Effect.mapError(() => new BadRequest({ message: `"${path.owner}/${path.name}" is not a package name` })))
 
-const download = (catalog: Catalog["Type"], kind: "tar.gz" | "zip", resolved: ResolvedRelease) =>
-  Effect.gen(function* () {
-    const bytes = yield* catalog.archive(resolved, kind)
-    const counted = bytes.pipe(
-      Stream.tapError((e) => Effect.logWarning("archive stream failed", e)),
-      Stream.tap((chunk) => Metrics.countServed("http", 0, chunk.length))
+/**
+ * A download's response: its length up front, its bytes streamed with backpressure and counted as they are sent.
+ * A HEAD request never starts the stream (so never opens the file).
+ */
+const streamed = (download: Download, contentType: string, headers: Record<string, string>) =>
+  Effect.as(
+    Metrics.countServed("http", 1, 0),
+    HttpServerResponse.stream(
+      download.bytes.pipe(
+        Stream.tapError((e) => Effect.logWarning("download stream failed", e)),
+        Stream.tap((chunk) => Metrics.countServed("http", 0, chunk.length))
+      ),
+      { contentType, contentLength: download.size, headers }
     )
-    yield* Metrics.countServed("http", 1, 0)
-    return HttpServerResponse.stream(counted, {
-      contentType: kind === "tar.gz" ? "application/gzip" : "application/zip",
-      headers: { "content-disposition": `attachment; filename="${archivePrefix(resolved)}.${kind}"` }
-    })
-  })
+  )
+
+const download = (catalog: Catalog["Type"], kind: "tar.gz" | "zip", resolved: ResolvedRelease) =>
+  Effect.flatMap(catalog.archive(resolved, kind), (archive) =>
+    streamed(archive, kind === "tar.gz" ? "application/gzip" : "application/zip", {
+      "content-disposition": `attachment; filename="${archivePrefix(resolved)}.${kind}"`
+    }))
 
 export const layerHandlers = HttpApiBuilder.group(UpmHttpApi, "packages", (handlers) =>
   Effect.gen(function* () {
@@ -731,18 +805,12 @@ export const layerHandlers = HttpApiBuilder.group(UpmHttpApi, "packages", (handl
           const resolved = yield* resolvePath(path)
           const filePath = path["*"]
           return yield* cached(etagFor(resolved, `file-${Buffer.from(filePath).toString("base64url").slice(0, 64)}`), cacheFor(resolved),
-            Effect.gen(function* () {
-              const file = yield* catalog.file(resolved, filePath)
-              yield* Metrics.countServed("http", 1, file.bytes.length)
-              return HttpServerResponse.uint8Array(file.bytes, {
-                contentType: contentTypeOf(filePath, file.bytes),
-                headers: {
-                  // Package content never runs as part of this site, even when opened directly.
-                  "content-security-policy": "default-src 'none'; sandbox",
-                  "x-upm-object": file.hash
-                }
-              })
-            }))
+            Effect.flatMap(catalog.file(resolved, filePath), (file) =>
+              streamed(file, file.contentType, {
+                // Package content never runs as part of this site, even when opened directly.
+                "content-security-policy": "default-src 'none'; sandbox",
+                "x-upm-object": file.hash
+              })))
         }).pipe(toHttpErrors))
       .handle("tarGz", ({ path }) =>
         Effect.flatMap(resolvePath(path), (r) =>

@@ -1,7 +1,10 @@
 /**
  * The HTTP server: the read API (src/services/HttpApi.ts), the web page (src/web/), and the operations endpoints
  * (/healthz, /readyz, /metrics, /openapi.json), on its own port (default 4823) beside the TCP listener, sharing
- * its ObjectStore and Registry. Read-only and anonymous: every method but GET is refused.
+ * its ObjectStore and Registry. Read-only and anonymous: every method but GET and HEAD is refused; HEAD answers
+ * every GET route with the same status and headers, and no body.
+ *
+ * Downloads (archives, big files) are built once into a DownloadCache on disk (`cacheDir`) and streamed from there.
  *
  * Every request gets a request id (the client's `x-request-id` when it is a short token, else a fresh one),
  * returned in `x-request-id` and attached to every log line of the request (`Effect.annotateLogs`); one log
@@ -15,19 +18,22 @@
 import {
   HttpApiBuilder, HttpApp, HttpServer, HttpServerRequest, HttpServerResponse
 } from "@effect/platform"
-import type { ServeError } from "@effect/platform/HttpServerError"
-import { NodeHttpServer } from "@effect/platform-node"
+import { ServeError } from "@effect/platform/HttpServerError"
+import { NodeHttpServer, NodeHttpServerRequest } from "@effect/platform-node"
 import {
   Cause, Clock, Context, Duration, Effect, Layer, Metric, Option, ParseResult, Predicate, Schema
 } from "effect"
 import { createHash, randomUUID } from "node:crypto"
 import { createServer } from "node:http"
+import { join } from "node:path"
 import { ObjectHash } from "../domain/ObjectHash.js"
 import { appCss, appJs, indexHtml, pageCsp } from "../web/page.js"
 import { type CatalogOptions, defaultCatalogOptions, layerApi, layerCatalog, openApiSpec } from "./HttpApi.js"
+import * as DownloadCache from "./DownloadCache.js"
 import * as Metrics from "./Metrics.js"
 import { ObjectStore } from "./ObjectStore.js"
 import type { Registry } from "./Registry.js"
+import type { StoreSpec } from "./StoreConfig.js"
 import { CurrentServerConfig, DurationSetting, Host, Port, ServerConfigError } from "./ServerConfig.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -49,8 +55,18 @@ export const HttpConfig = Schema.Struct({
   maxFileBytes: Schema.optionalWith(PositiveInt, { default: () => defaultCatalogOptions.maxFileBytes }),
   /** Most entries the tree endpoint lists. */
   maxTreeEntries: Schema.optionalWith(PositiveInt, { default: () => defaultCatalogOptions.maxTreeEntries }),
-  /** Archives (.tar.gz, .zip) produced at once; more wait for a slot. Bounds the memory downloads take. */
-  maxConcurrentDownloads: Schema.optionalWith(PositiveInt, { default: () => defaultCatalogOptions.maxConcurrentArchives }),
+  /**
+   * Downloads built at once (an archive written to the cache, a big file read from the store); more wait for a
+   * slot. Each holds about one file of a release in memory, so this bounds the memory downloads take.
+   */
+  maxConcurrentBuilds: Schema.optionalWith(PositiveInt, { default: () => defaultCatalogOptions.maxConcurrentFileReads }),
+  /**
+   * Where built downloads are kept. Default: `upm-http-cache` inside an fs store's directory, `<file>.http-cache`
+   * beside a SQLite file, else a temp directory removed at shutdown. Must be private to the server (mode 0700).
+   */
+  cacheDir: Schema.optional(Schema.String.pipe(Schema.minLength(1), Schema.maxLength(4096))),
+  /** Total bytes the download cache keeps; least recently used downloads are deleted beyond it. */
+  cacheMaxBytes: Schema.optionalWith(PositiveInt, { default: () => 1024 * 1024 * 1024 }),
   /** Connections open at once; Node closes further ones at once until some end. */
   maxConnections: Schema.optionalWith(PositiveInt, { default: () => 512 }),
   /** A client must send its whole request head within this time (slowloris). */
@@ -193,9 +209,9 @@ const handle = <E, R>(
     const response: HttpServerResponse.HttpServerResponse =
       Buffer.byteLength(request.url) > config.maxUrlBytes
         ? jsonError(414, "UriTooLong", `the request URL is longer than ${config.maxUrlBytes} bytes`)
-        : request.method !== "GET"
-        ? jsonError(405, "MethodNotAllowed", "this server is read-only: only GET is accepted", { allow: "GET" })
-        : yield* app.pipe(
+        : request.method !== "GET" && request.method !== "HEAD"
+        ? jsonError(405, "MethodNotAllowed", "this server is read-only: only GET and HEAD are accepted", { allow: "GET, HEAD" })
+        : yield* asGet(request, app).pipe(
           Effect.timeoutFail({ duration: config.handlerTimeout, onTimeout: () => "HandlerTimeout" as const }),
           Effect.catchAllCause((cause) => {
             const failure = Cause.failureOption(cause)
@@ -225,6 +241,26 @@ const handle = <E, R>(
     return HttpServerResponse.setHeaders(response, headers)
   })
 
+/**
+ * Runs `app` for a GET or HEAD request. The router knows GET routes only, so a HEAD request is routed as a GET
+ * (its Node request's method reads GET while the app runs) and gets the GET's status and headers; the platform
+ * then writes no body for it, since the method reads HEAD again by then (a streamed body is never started).
+ */
+const asGet = <E, R>(request: HttpServerRequest.HttpServerRequest, app: HttpApp.Default<E, R>): HttpApp.Default<E, R> => {
+  if (request.method !== "HEAD") return app
+  const source = NodeHttpServerRequest.toIncomingMessage(request)
+  return Effect.acquireUseRelease(
+    Effect.sync(() => {
+      source.method = "GET"
+    }),
+    () => app,
+    () =>
+      Effect.sync(() => {
+        source.method = "HEAD"
+      })
+  )
+}
+
 /** Request id, limits, errors as JSON, security headers, metrics and the request's log line, around `app`. */
 const withRequestHandling = (config: HttpConfig) => <E, R>(app: HttpApp.Default<E, R>) =>
   Effect.flatMap(HttpServerRequest.HttpServerRequest, (request) =>
@@ -248,8 +284,33 @@ const nodeServer = (config: HttpConfig, host: string) =>
     })
     server.setTimeout(Duration.toMillis(config.idleTimeout))
     server.maxConnections = config.maxConnections
+    server.on("connection", (socket) => {
+      socket.once("close", Metrics.unsafeTrackConnection("http"))
+    })
     return server
   }, { port: config.port, host })
+
+export interface LayerOptions {
+  /** The host when `config.host` is not set (default 127.0.0.1). */
+  readonly defaultHost?: string
+  /** The download cache's directory when `config.cacheDir` is not set (default: a temp directory). */
+  readonly defaultCacheDir?: string
+}
+
+/**
+ * Where the download cache goes by default: inside an fs store's directory (git ignores unknown entries of a bare
+ * repository), beside a SQLite file; none (a temp directory) for memory and PostgreSQL stores.
+ */
+export const defaultCacheDirFor = (store: StoreSpec): string | undefined => {
+  switch (store._tag) {
+    case "fs":
+      return join(store.path, "upm-http-cache")
+    case "sqlite":
+      return store.path === ":memory:" ? undefined : `${store.path}.http-cache`
+    default:
+      return undefined
+  }
+}
 
 /**
  * The HTTP server, listening as `config` says (its `enabled` is not looked at: use `layerIfEnabled` or leave the
@@ -257,22 +318,29 @@ const nodeServer = (config: HttpConfig, host: string) =>
  */
 export const layer = (
   config: HttpConfig,
-  options: { readonly defaultHost?: string } = {}
+  options: LayerOptions = {}
 ): Layer.Layer<HttpListener, ServeError, ObjectStore | Registry> => {
   const host = config.host ?? options.defaultHost ?? "127.0.0.1"
   const catalogOptions: CatalogOptions = {
     ...defaultCatalogOptions,
     maxFileBytes: config.maxFileBytes,
     maxTreeEntries: config.maxTreeEntries,
-    maxConcurrentArchives: config.maxConcurrentDownloads
+    maxConcurrentFileReads: config.maxConcurrentBuilds
   }
+  const cacheDir = config.cacheDir ?? options.defaultCacheDir
+  const cacheOptions = { maxBytes: config.cacheMaxBytes, maxConcurrentBuilds: config.maxConcurrentBuilds }
+  const downloadCache = (cacheDir === undefined
+    ? DownloadCache.layerTemp(cacheOptions)
+    : DownloadCache.layer({ ...cacheOptions, dir: cacheDir })
+  ).pipe(Layer.catchAll((e) => Layer.fail(new ServeError({ cause: e }))))
   const serve = HttpApiBuilder.httpApp.pipe(
     Effect.map((app) => HttpServer.serve(withRequestHandling(config)(app))),
     Layer.unwrapEffect,
     Layer.provide(layerRoutes),
     Layer.provide([HttpApiBuilder.Router.Live, HttpApiBuilder.Middleware.layer]),
     Layer.provide(layerApi),
-    Layer.provide(layerCatalog(catalogOptions))
+    Layer.provide(layerCatalog(catalogOptions)),
+    Layer.provide(downloadCache)
   )
   const listener = Layer.effect(HttpListener, Effect.gen(function* () {
     const server = yield* HttpServer.HttpServer
@@ -289,7 +357,7 @@ export const layer = (
 /** The server as `config` says, or nothing when `enabled` is false. */
 export const layerIfEnabled = (
   config: HttpConfig,
-  options: { readonly defaultHost?: string } = {}
+  options: LayerOptions = {}
 ): Layer.Layer<never, ServeError, ObjectStore | Registry> =>
   config.enabled ? Layer.discard(layer(config, options)) : Layer.empty
 
@@ -307,7 +375,11 @@ export const layerFromServerConfig: Layer.Layer<
   const section = server.http
   const portGiven = Predicate.isRecord(section) && section["port"] !== undefined
   const config = yield* decodeHttpConfig(section, "http config")
-  return layerIfEnabled(server.port === 0 && !portGiven ? { ...config, port: 0 } : config, { defaultHost: server.host })
+  const defaultCacheDir = defaultCacheDirFor(server.store)
+  return layerIfEnabled(server.port === 0 && !portGiven ? { ...config, port: 0 } : config, {
+    defaultHost: server.host,
+    ...(defaultCacheDir === undefined ? {} : { defaultCacheDir })
+  })
 }))
 
 /** `upm serve --http-port P` / `--no-http`: the flags override the config file's `http` section. */

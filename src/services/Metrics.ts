@@ -22,8 +22,8 @@
  * | `upm_sync_lag_seconds` | gauge | `peer` (how far behind the peer this server is) |
  */
 import {
-  Effect, FiberRef, HashSet, Layer, Logger, Metric, MetricBoundaries, MetricKeyType, type MetricPair, MetricState, Option,
-  Schema
+  Effect, FiberRef, HashSet, Layer, Logger, Metric, MetricBoundaries, MetricKeyType, MetricLabel, type MetricPair, MetricState,
+  Option, Schema
 } from "effect"
 
 // ---------------------------------------------------------------------------------------------
@@ -83,6 +83,23 @@ export const trackConnection = (protocol: Protocol) => {
     Metric.increment(Metric.tagged(connectionsTotal, "protocol", protocol)),
     Effect.acquireRelease(Metric.increment(open), () => Metric.incrementBy(open, -1))
   )
+}
+
+/**
+ * `trackConnection` for callbacks outside Effect (a Node server's `connection` event): counts the connection now
+ * and returns what to call when it closes (calling it again does nothing). Synchronous and cheap.
+ */
+export const unsafeTrackConnection = (protocol: Protocol): (() => void) => {
+  const tags = [MetricLabel.make("protocol", protocol)]
+  connectionsTotal.unsafeUpdate(1, tags)
+  connectionsOpen.unsafeModify(1, tags)
+  let open = true
+  return () => {
+    if (open) {
+      open = false
+      connectionsOpen.unsafeModify(-1, tags)
+    }
+  }
 }
 
 export const countRequest = (protocol: Protocol, type: string) =>

@@ -1,6 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Layer, Ref } from "effect"
+import { mkdtemp, readdir, rm } from "node:fs/promises"
 import { request } from "node:http"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { gunzipSync } from "node:zlib"
 import tar from "tar-stream"
 import yauzl from "yauzl"
@@ -125,7 +128,7 @@ const fixture = Layer.effectDiscard(Effect.gen(function* () {
 }))
 
 // One archive at a time: the download tests then also show that a slot comes back however a download ends.
-const TestLayer = layerHttp({ maxFileBytes: 1024, maxConcurrentDownloads: 1 }).pipe(
+const TestLayer = layerHttp({ maxFileBytes: 1024, maxConcurrentBuilds: 1 }).pipe(
   Layer.provideMerge(fixture),
   Layer.provideMerge(layerStore),
   Layer.provideMerge(Layer.effect(SignerOf, Ref.make<string | undefined>(undefined)))
@@ -413,6 +416,38 @@ describe("HTTP API", () => {
         assert.isTrue(paths.some((p) => p.includes("/files/")))
       }))
   })
+
+  it.scoped("builds each download once into the cache directory and streams it from there", () =>
+    Effect.gen(function* () {
+      const dir = yield* Effect.acquireRelease(
+        Effect.promise(() => mkdtemp(join(tmpdir(), "upm-http-cache-test-"))),
+        (d) => Effect.promise(() => rm(d, { recursive: true, force: true }))
+      )
+      const cacheDir = join(dir, "cache")
+      const text = "a line of text without an extension\n".repeat(20_000)
+      yield* Layer.build(layerHttp({ cacheDir }).pipe(
+        Layer.provideMerge(Layer.effectDiscard(publish("alice/cached", "1.0.0", { "LICENSE": text, "b.bin": "b".repeat(BIG_PART) }))),
+        Layer.provideMerge(layerStore)
+      )).pipe(Effect.flatMap((context) => Effect.gen(function* () {
+        const base = "/api/v1/packages/alice/cached/1.0.0"
+        const downloads = yield* Effect.all([1, 2, 3].map(() => getBytes(`${base}/archive.tar.gz`)), { concurrency: "unbounded" })
+        const sizes = downloads.map((d) => d.bytes.length)
+        assert.deepStrictEqual(downloads.map((d) => d.res.headers.get("content-length")), sizes.map(String))
+        assert.deepStrictEqual(downloads[1]?.bytes, downloads[0]?.bytes)
+        assert.strictEqual((yield* untar(downloads[0]!.bytes)).get("alice-cached-1.0.0/b.bin")?.body.length, BIG_PART)
+        // A file above the inline size: kept on disk too, its type still sniffed from its first bytes.
+        const license = yield* getBytes(`${base}/files/LICENSE`)
+        assert.strictEqual(license.res.headers.get("content-type"), "text/plain; charset=utf-8")
+        assert.strictEqual(Buffer.from(license.bytes).toString(), text)
+        const again = yield* getBytes(`${base}/files/LICENSE`)
+        assert.strictEqual(again.res.headers.get("content-type"), "text/plain; charset=utf-8")
+        assert.strictEqual(again.bytes.length, text.length)
+        const names = yield* Effect.promise(() => readdir(cacheDir))
+        assert.strictEqual(names.filter((n) => n.endsWith(".tar.gz")).length, 1)
+        assert.strictEqual(names.filter((n) => n.endsWith(".blob")).length, 1)
+        assert.isFalse(names.some((n) => n.startsWith(".tmp-")))
+      }).pipe(Effect.provide(context))))
+    }), { timeout: 30_000 })
 
   it.layer(layerHttp().pipe(Layer.provideMerge(layerStore)))((it) => {
     it.effect("shows a release sealed after a listing at once", () =>

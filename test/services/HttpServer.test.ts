@@ -110,8 +110,57 @@ describe("HTTP server: operations", () => {
         for (const method of ["POST", "PUT", "DELETE", "PATCH"]) {
           const res = yield* fetchPath("/api/v1/packages", { method, body: "x" })
           assert.strictEqual(res.status, 405, method)
-          assert.strictEqual(res.headers.get("allow"), "GET")
+          assert.strictEqual(res.headers.get("allow"), "GET, HEAD")
           assert.strictEqual(JSON.parse(yield* text(res))._tag, "MethodNotAllowed")
+        }
+      }))
+
+    it.effect("counts HTTP connections: opened in total, open now until they close", () =>
+      Effect.gen(function* () {
+        const sample = (series: string) =>
+          Effect.map(Effect.flatMap(fetchPath("/metrics", { headers: { connection: "close" } }), text), (body) =>
+            Number(body.split("\n").find((l) => l.startsWith(`${series} `))?.split(" ")[1] ?? "0"))
+        const total = "upm_connections_total{protocol=\"http\"}"
+        const open = "upm_connections_open{protocol=\"http\"}"
+        const before = yield* sample(total)
+        const { port } = yield* HttpListener
+        // Two idle connections of our own, then closed.
+        const sockets = yield* Effect.promise(() =>
+          Promise.all([0, 1].map(() => new Promise<ReturnType<typeof connect>>((resolve) => {
+            const socket = connect(port, "127.0.0.1", () => resolve(socket))
+          }))))
+        const during = yield* sample(open)
+        assert.isAtLeast(yield* sample(total), before + 2)
+        for (const socket of sockets) socket.destroy()
+        // (it.effect runs on the TestClock: wait on a real timer for the server to see the closes.)
+        yield* Effect.promise(() => new Promise((resolve) => setTimeout(resolve, 200)))
+        assert.isAtMost(yield* sample(open), during - 2)
+      }))
+
+    it.effect("answers HEAD on every GET route: the GET's status and headers, no body", () =>
+      Effect.gen(function* () {
+        yield* publish("alice/head", "1.0.0", { "a.txt": "hello\n", "big.bin": new Uint8Array(300 * 1024).fill(7) })
+        const base = "/api/v1/packages/alice/head/1.0.0"
+        for (const path of [
+          "/", "/assets/app.js", "/healthz", "/readyz", "/metrics", "/openapi.json", "/api/v1/packages",
+          "/api/v1/packages/alice/head", base, `${base}/tree`, `${base}/files/a.txt`, `${base}/files/big.bin`,
+          `${base}/archive.tar.gz`, `${base}/archive.zip`, "/api/v1/packages/alice/nope"
+        ]) {
+          const get = yield* fetchPath(path)
+          const getBody = new Uint8Array(yield* Effect.promise(() => get.arrayBuffer()))
+          const head = yield* rawExchange(`HEAD ${path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`)
+          assert.strictEqual(statusOf(head.received), get.status, path)
+          // Nothing after the head.
+          assert.isTrue(head.received.endsWith("\r\n\r\n"), path)
+          const headers = new Map(head.received.split("\r\n").slice(1).filter((l) => l.includes(":")).map((l) =>
+            [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()] as const))
+          assert.strictEqual(headers.get("content-type"), get.headers.get("content-type") ?? undefined, path)
+          if (get.headers.get("etag") !== null) assert.strictEqual(headers.get("etag"), get.headers.get("etag"), path)
+          // Downloads and files say their length up front, GET and HEAD alike.
+          if (path.startsWith(`${base}/`) && !path.endsWith("/tree")) {
+            assert.strictEqual(headers.get("content-length"), String(getBody.length), path)
+            assert.strictEqual(get.headers.get("content-length"), String(getBody.length), path)
+          }
         }
       }))
 
