@@ -156,6 +156,11 @@ export class Peers extends Context.Tag("upm/Peers")<Peers, {
   readonly send: PeerLink["Type"]["send"]
   /** Releases queued or being pulled. */
   readonly pending: Effect.Effect<number>
+  /**
+   * The peer a release just sealed here was pulled from, taken (asked once, by the announcer): that peer holds
+   * it, so announcing it back would only cost it a connection.
+   */
+  readonly takeOrigin: (hash: ObjectHash) => Effect.Effect<Option.Option<string>>
 }>() {}
 
 interface Job {
@@ -182,6 +187,15 @@ export const make = (config: PeersConfig) =>
       behind: Option.none(), lastError: Option.none()
     } satisfies PeerReport])))
     const conflicts = yield* Ref.make<ReadonlyArray<ConflictReport>>([])
+    // hash → the peer it is being pulled from; removed by the announcer (takeOrigin) or when the pull did not seal.
+    const origins = yield* Ref.make(new Map<ObjectHash, string>())
+    const setOrigin = (hash: ObjectHash, peer: string | undefined) =>
+      Ref.update(origins, (m) => {
+        const next = new Map(m)
+        if (peer === undefined) next.delete(hash)
+        else next.set(hash, peer)
+        return next
+      })
 
     const note = (peer: string, update: (r: PeerReport) => PeerReport) =>
       Ref.update(reports, (m) => {
@@ -223,7 +237,13 @@ export const make = (config: PeersConfig) =>
         const session = yield* connectTo(peer)
         for (const job of jobs) {
           const label = releaseTagName(job.release.name, job.release.version)
-          const result = yield* fetchAndSeal(session, job.release).pipe(Effect.provide(context), Effect.either)
+          yield* setOrigin(job.release.hash, peer.name)
+          const result = yield* fetchAndSeal(session, job.release).pipe(
+            Effect.provide(context),
+            Effect.either,
+            Effect.tap((r) => (Either.isRight(r) && r.right === "Sealed" ? Effect.void : setOrigin(job.release.hash, undefined))),
+            Effect.onInterrupt(() => setOrigin(job.release.hash, undefined))
+          )
           if (Either.isRight(result)) {
             if (result.right === "Sealed") {
               yield* Effect.logInfo("release pulled from peer").pipe(Effect.annotateLogs({ release: label, tag: job.release.hash, peer: peer.name }))
@@ -349,7 +369,15 @@ export const make = (config: PeersConfig) =>
       offer,
       compareWith,
       send,
-      pending: Effect.map(Ref.get(pendingHashes), (s) => s.size)
+      pending: Effect.map(Ref.get(pendingHashes), (s) => s.size),
+      takeOrigin: (hash) =>
+        Ref.modify(origins, (m) => {
+          const peer = m.get(hash)
+          if (peer === undefined) return [Option.none(), m] as const
+          const next = new Map(m)
+          next.delete(hash)
+          return [Option.some(peer), next] as const
+        })
     })
     const status = PeerStatus.of({
       self: config.name,
@@ -390,21 +418,23 @@ export const layerSyncPolicy: Layer.Layer<SyncPolicy, never, Peers> = Layer.effe
   }))
 )
 
-/**
- * Announce on seal and anti-entropy, running for the layer's lifetime. What anti-entropy finds missing goes
- * through `SyncPolicy` like an announcement (so a maintainer's `sync` handler sees it too).
- */
-export const layerRun: Layer.Layer<never, never, Peers | Registry | SyncPolicy> = Layer.scopedDiscard(
+/** Announces every release sealed here to the peers (but not back to the peer it was pulled from). */
+export const layerAnnounce: Layer.Layer<never, never, Peers | Registry> = Layer.scopedDiscard(
   Effect.gen(function* () {
     const peers = yield* Peers
     const registry = yield* Registry
-    const policy = yield* SyncPolicy
     const config = peers.config
     if (config.servers.length === 0) return
 
     const announce = (release: ReleaseRef) =>
       Effect.gen(function* () {
-        const deliveries = yield* peers.send("all", {
+        const origin = yield* peers.takeOrigin(release.hash)
+        const targets = Option.match(origin, {
+          onNone: () => "all" as const,
+          onSome: (from) => config.servers.map((s) => s.name).filter((n) => n !== from)
+        })
+        if (targets !== "all" && targets.length === 0) return
+        const deliveries = yield* peers.send(targets, {
           type: "sync", status: "ok", data: { name: release.name, version: release.version, hash: release.hash }
         })
         const failed = deliveries.filter((d) => !d.delivered)
@@ -414,6 +444,19 @@ export const layerRun: Layer.Layer<never, never, Peers | Registry | SyncPolicy> 
         }
       })
     yield* registry.sealed.pipe(Stream.mapEffect(announce, { concurrency: 16, unordered: true }), Stream.runDrain, Effect.forkScoped)
+  })
+)
+
+/**
+ * Anti-entropy at start and every `interval`: what a peer holds that we lack goes through `SyncPolicy` like an
+ * announcement (so a maintainer's `sync` handler sees it too).
+ */
+export const layerAntiEntropy: Layer.Layer<never, never, Peers | SyncPolicy> = Layer.scopedDiscard(
+  Effect.gen(function* () {
+    const peers = yield* Peers
+    const policy = yield* SyncPolicy
+    const config = peers.config
+    if (config.servers.length === 0) return
 
     const round = (peer: PeerEntry) =>
       peers.compareWith(peer.name).pipe(
@@ -428,4 +471,5 @@ export const layerRun: Layer.Layer<never, never, Peers | Registry | SyncPolicy> 
   })
 )
 
-
+/** Announce on seal and anti-entropy, running for the layer's lifetime. */
+export const layerRun: Layer.Layer<never, never, Peers | Registry | SyncPolicy> = Layer.mergeAll(layerAnnounce, layerAntiEntropy)

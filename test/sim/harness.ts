@@ -9,7 +9,7 @@
  * it opens sockets and files, and the announce path only needs `sync` — the e2e test runs the whole server.
  */
 import { Context, Duration, Effect, ExecutionStrategy, Either, Exit, Layer, Mailbox, Option, Schema, Scope, Stream } from "effect"
-import { encodeTag, encodeTree, type TreeEntry } from "../../src/domain/GitObject.js"
+import { encodeTag, encodeTree, type GitObject, hashOf, type TreeEntry } from "../../src/domain/GitObject.js"
 import type { ObjectHash } from "../../src/domain/ObjectHash.js"
 import { PackageName, Version } from "../../src/domain/Package.js"
 import * as MessageCodec from "../../src/protocol/MessageCodec.js"
@@ -96,9 +96,38 @@ export interface SimServer {
   readonly conflicts: Effect.Effect<ReadonlyArray<ConflictReport>>
 }
 
+/**
+ * Deliberately broken behaviour, to show that the invariants have teeth (each must make some seed fail):
+ * - "no-anti-entropy": peers only announce; a lost announcement is never healed.
+ * - "lying-store": the server's store acknowledges some blob writes and loses them, and answers "present" when
+ *   asked about them, so the seal's completeness check passes over a hole (a release partially visible).
+ */
+export type Sabotage = "no-anti-entropy" | "lying-store"
+
 export interface SimOptions {
   readonly interval: number
   readonly signed: boolean
+  readonly sabotage?: Sabotage | undefined
+}
+
+/** A store that loses the blobs whose hash starts with 0 or 1 (about one in eight) while claiming to hold them. */
+const lyingStore = (inner: ObjectStore["Type"]): ObjectStore["Type"] => {
+  const lost = (type: string, hash: ObjectHash) => type === "blob" && (hash.startsWith("0") || hash.startsWith("1"))
+  const lostSet = new Set<ObjectHash>()
+  const put = (type: GitObject["type"], body: Uint8Array) => {
+    const hash = hashOf(type, body)
+    if (!lost(type, hash)) return inner.put(type, body)
+    lostSet.add(hash)
+    return Effect.succeed(hash)
+  }
+  const { getDeflated: _g, putDeflated: _p, ...plain } = inner
+  return {
+    ...plain,
+    put,
+    putMany: (objects) => Effect.forEach(objects, (o) => put(o.type, o.body)),
+    has: (hash) => (lostSet.has(hash) ? Effect.succeed(true) : inner.has(hash)),
+    missing: (hashes) => Effect.map(inner.missing(hashes), (m) => m.filter((h) => !lostSet.has(h)))
+  }
 }
 
 export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOptions) =>
@@ -114,7 +143,7 @@ export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOpt
       timeout: 2000,
       workers: 2
     })
-    const storeLayer = Layer.succeed(ObjectStore, store)
+    const storeLayer = Layer.succeed(ObjectStore, options.sabotage === "lying-store" ? lyingStore(store) : store)
     const boot = Effect.gen(function* () {
       if (scope !== undefined) return
       const s = yield* Scope.fork(parent, ExecutionStrategy.sequential)
@@ -134,7 +163,7 @@ export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOpt
         Layer.provide(Layer.mergeAll(ProposalPolicy.layerAcceptAll, ProposalPolicy.layerNoConversations, SyncLimits.layerDefault)),
         Layer.provideMerge(policies))
       const message = Layer.effect(MessageProtocol, peerEndpoint).pipe(Layer.provideMerge(sync))
-      const all = Peers.layerRun.pipe(Layer.provideMerge(message))
+      const all = (options.sabotage === "no-anti-entropy" ? Peers.layerAnnounce : Peers.layerRun).pipe(Layer.provideMerge(message))
       const ctx = yield* Layer.buildWithScope(all, s)
       status = Context.get(ctx, PeerStatus)
       const syncProtocol = yield* Effect.provide(SyncProtocol, ctx)
