@@ -72,7 +72,9 @@ const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math
 
 const main = async () => {
   await run("npx", ["tsc", "-p", "tsconfig.build.json", "--outDir", Path.join(BUILD, "dist")], { cwd: ROOT })
-  Fs.writeFileSync(BIN, `import "./dist/main.js"\n`)
+  // What bin/upm.js runs after `npm run build`: the bundle.
+  await run(process.execPath, [Path.join(ROOT, "scripts", "bundle.mjs"), Path.join(BUILD, "dist")], { cwd: ROOT })
+  Fs.writeFileSync(BIN, `import "./dist/bundle/main.js"\n`)
   console.log(`install bench: 1 package + ${DEPS} dependencies × ${FILES + 2} files, in ${base}`)
   // ---------------------------------------------------------------- upm
   const upmPort = await freePort()
