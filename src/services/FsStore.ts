@@ -9,12 +9,19 @@
  *   fsynced into it, then renamed over the ref. git itself honours the same lock files. Inside one process a
  *   semaphore serialises ref updates, so the lock file is only contended between processes (then retried briefly).
  * - Reads verify: an object that does not inflate, frame or hash to its name is a CorruptObject naming it.
+ * - The hot write path (put, putMany, has, missing) makes synchronous node:fs calls for objects under 128 KiB, in
+ *   slices that yield to other fibers in between, as git does on one thread: through the platform FileSystem each
+ *   object cost four thread-pool round trips and a failed stat an error object (docs/storage.md has the figures).
+ *   Bigger objects, refs and reads go through the platform FileSystem.
  */
 import { FileSystem, Path } from "@effect/platform"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect, Either, Layer, Option, Schedule, Schema } from "effect"
 import { randomBytes } from "node:crypto"
+import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs"
+import { join } from "node:path"
 import { deflate, deflateSync, inflate } from "node:zlib"
+import { batches } from "../domain/Batches.js"
 import { frame, hashOf, type ObjectType, unframe } from "../domain/GitObject.js"
 import { type ObjectHash, trustedHash } from "../domain/ObjectHash.js"
 import {
@@ -37,11 +44,12 @@ export interface FsStoreOptions {
   readonly compressionLevel?: number
 }
 
-/** From this many objects on, putMany lists fan-out directories instead of stat-ing each object. */
-const BATCH_LISTING = 64
-
-/** Objects at least this large are deflated/inflated on libuv's thread pool rather than on the main thread. */
+/** Objects at least this large are deflated/inflated and written on libuv's thread pool, not on the main thread. */
 const ASYNC_ZLIB = 128 * 1024
+
+/** The synchronous write path works on at most this many objects / bytes before letting other fibers run. */
+const SLICE_OBJECTS = 256
+const SLICE_BYTES = 4 * 1024 * 1024
 
 const HEX40 = /^[0-9a-f]{40}$/
 const isRefName = Schema.is(RefName)
@@ -99,6 +107,9 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
 
     // The 256 fan-out directories are created once each per store instance, not once per object.
     const madeDirs = new Set<string>()
+    // Temp names: a random prefix per store instance and a counter (exclusive create catches any clash).
+    const tmpPrefix = `tmp_obj_${randomBytes(6).toString("hex")}_`
+    let tmpCount = 0
     const ensureDir = (dir: string) =>
       madeDirs.has(dir)
         ? Effect.void
@@ -145,54 +156,95 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
 
     /**
      * Whether a usable file already holds `hash`. A zero-length file is what a power loss can leave of an object
-     * that was renamed but never flushed: it counts as absent, so the next put repairs it.
+     * that was renamed but never flushed: it counts as absent, so the next put repairs it. Synchronous: a missing
+     * file is the common case of a fresh import, and `throwIfNoEntry: false` answers it without an exception.
      */
+    const presentSync = (hash: ObjectHash): boolean => {
+      const info = statSync(fileOf(hash), { throwIfNoEntry: false })
+      return info !== undefined && info.isFile() && info.size > 0
+    }
+
     const present = (hash: ObjectHash, op: StoreError["op"]): Effect.Effect<boolean, StoreError> =>
-      fs.stat(fileOf(hash)).pipe(
-        Effect.map((info) => info.type === "File" && info.size > 0),
-        Effect.catchIf(isNotFound, () => Effect.succeed(false)),
-        Effect.mapError(fail(op, `stat ${hash}`))
-      )
+      Effect.try({ try: () => presentSync(hash), catch: fail(op, `stat ${hash}`) })
+
+    /** Writes a small object synchronously: temp file (exclusive create, read-only), then rename. Throws. */
+    const writeObjectSync = (hash: ObjectHash, deflated: Uint8Array): void => {
+      const dir = dirOf(hash)
+      if (!madeDirs.has(dir)) {
+        mkdirSync(dir, { recursive: true })
+        madeDirs.add(dir)
+      }
+      const tmp = join(dir, `${tmpPrefix}${tmpCount++}`)
+      const fd = openSync(tmp, "wx", 0o444)
+      try {
+        for (let written = 0; written < deflated.length;) {
+          written += writeSync(fd, deflated, written, deflated.length - written)
+        }
+        if (fsyncObjects) fsyncSync(fd)
+        closeSync(fd)
+        renameSync(tmp, fileOf(hash))
+      } catch (e) {
+        try {
+          closeSync(fd)
+        } catch { /* already closed */ }
+        try {
+          unlinkSync(tmp)
+        } catch { /* already renamed or gone */ }
+        throw e
+      }
+    }
+
+    /** Stores small objects (already hashed) synchronously, skipping those present; fails naming the object. */
+    const putSmallSync = (items: ReadonlyArray<{ readonly hash: ObjectHash; readonly object: StoredObject }>) =>
+      Effect.suspend((): Effect.Effect<void, StoreError> => {
+        for (const { hash, object } of items) {
+          try {
+            if (!presentSync(hash)) writeObjectSync(hash, deflateSync(frame(object.type, object.body), { level }))
+          } catch (e) {
+            return Effect.fail(fail("put", `writing ${hash}`)(e))
+          }
+        }
+        return Effect.void
+      })
 
     const putHashed = (hash: ObjectHash, type: ObjectType, body: Uint8Array): Effect.Effect<ObjectHash, StoreError> =>
-      present(hash, "put").pipe(
-        Effect.flatMap((exists) =>
-          exists ? Effect.void : Effect.flatMap(deflateBytes(frame(type, body)), (d) => writeObject(hash, d))),
-        Effect.as(hash)
-      )
+      body.length < ASYNC_ZLIB
+        ? Effect.as(putSmallSync([{ hash, object: { type, body } }]), hash)
+        : present(hash, "put").pipe(
+          Effect.flatMap((exists) =>
+            exists ? Effect.void : Effect.flatMap(deflateBytes(frame(type, body)), (d) => writeObject(hash, d))),
+          Effect.as(hash)
+        )
 
     const put = (type: ObjectType, body: Uint8Array): Effect.Effect<ObjectHash, StoreError> =>
       Effect.suspend(() => putHashed(hashOf(type, body), type, body))
 
     /**
-     * A big batch checks what is already stored by listing the fan-out directories it touches (one readdir each,
-     * at most 256) instead of one stat per object: a failed stat costs two error objects on Node, and most objects
-     * of a fresh import are absent. Small batches stat each object.
+     * Small objects are written synchronously in slices (yielding between them, so a big batch does not hold up
+     * other fibers for long); big ones on the thread pool, `concurrency` at a time. Duplicates are written once.
      */
     const putMany = (objects: ReadonlyArray<StoredObject>): Effect.Effect<ReadonlyArray<ObjectHash>, StoreError> =>
-      Effect.gen(function* () {
+      Effect.suspend(() => {
         const hashes = objects.map((o) => hashOf(o.type, o.body))
-        if (objects.length < BATCH_LISTING) {
-          yield* Effect.forEach(objects, (o, i) => putHashed(hashes[i]!, o.type, o.body), { concurrency, discard: true })
-          return hashes
-        }
-        const prefixes = [...new Set(hashes.map((h) => h.slice(0, 2)))]
-        const listed = yield* Effect.forEach(prefixes, (prefix) =>
-          fs.readDirectory(path.join(objectsDir, prefix)).pipe(
-            Effect.tap(() => Effect.sync(() => madeDirs.add(path.join(objectsDir, prefix)))),
-            Effect.map((names) => names.map((n) => prefix + n)),
-            Effect.catchIf(isNotFound, () => Effect.succeed<Array<string>>([])),
-            Effect.mapError(fail("put", `listing objects/${prefix}`))
-          ), { concurrency })
-        const stored = new Set(listed.flat())
-        const written = new Set<string>()
-        yield* Effect.forEach(objects, (o, i) => {
+        const seen = new Set<ObjectHash>()
+        const small: Array<{ readonly hash: ObjectHash; readonly object: StoredObject }> = []
+        const large: Array<{ readonly hash: ObjectHash; readonly object: StoredObject }> = []
+        objects.forEach((object, i) => {
           const hash = hashes[i]!
-          if (stored.has(hash) || written.has(hash)) return Effect.void
-          written.add(hash)
-          return Effect.flatMap(deflateBytes(frame(o.type, o.body)), (d) => writeObject(hash, d))
-        }, { concurrency, discard: true })
-        return hashes
+          if (seen.has(hash)) return
+          seen.add(hash)
+          ;(object.body.length < ASYNC_ZLIB ? small : large).push({ hash, object })
+        })
+        const slices = batches(small, (item) => item.object.body.length, SLICE_OBJECTS, SLICE_BYTES)
+        return Effect.forEach(slices, (slice, i) => i === 0 ? putSmallSync(slice) : Effect.zipRight(Effect.yieldNow(), putSmallSync(slice)), {
+          discard: true
+        }).pipe(
+          Effect.zipRight(Effect.forEach(large, ({ hash, object }) => putHashed(hash, object.type, object.body), {
+            concurrency,
+            discard: true
+          })),
+          Effect.as(hashes)
+        )
       })
 
     const readStored = (hash: ObjectHash, op: "get") =>
@@ -216,8 +268,11 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
       )
 
     const missing = (hashes: ReadonlyArray<ObjectHash>) =>
-      Effect.forEach(hashes, (h) => Effect.map(present(h, "missing"), (p) => (p ? undefined : h)), { concurrency })
-        .pipe(Effect.map((found) => found.filter((h): h is ObjectHash => h !== undefined)))
+      Effect.forEach(batches(hashes, () => 0, 4 * SLICE_OBJECTS, Infinity), (slice, i) =>
+        Effect.zipRight(
+          i === 0 ? Effect.void : Effect.yieldNow(),
+          Effect.try({ try: () => slice.filter((h) => !presentSync(h)), catch: fail("missing") })
+        )).pipe(Effect.map((slices) => slices.flat()))
 
     const listObjects = () =>
       Effect.gen(function* () {

@@ -11,16 +11,19 @@
  *   itself always is.
  *
  * Patterns are matched by `ignore`, the npm package that ESLint and Prettier use for gitignore semantics.
+ *
+ * The directory is walked and read through the SourceTree service (by default synchronous node:fs calls in
+ * batches, as git does; see SourceTree.ts for why), and stored through the ObjectStore in batches (putMany).
  */
-import { FileSystem, Path } from "@effect/platform"
-import type { PlatformError } from "@effect/platform/Error"
+import { Path } from "@effect/platform"
 import { Effect, Either, Option, ParseResult, Schema } from "effect"
 import ignore, { type Ignore } from "ignore"
 import { batches } from "../domain/Batches.js"
 import { badEntryName, encodeTree, type TreeEntry } from "../domain/GitObject.js"
 import { decodeManifestJson, type Manifest, MANIFEST_FILE } from "../domain/Manifest.js"
 import type { ObjectHash } from "../domain/ObjectHash.js"
-import { ObjectStore, type StoreError } from "./ObjectStore.js"
+import { ObjectStore, type StoredObject } from "./ObjectStore.js"
+import { type EntryKind, type SourceError, SourceTree } from "./SourceTree.js"
 
 export const IGNORE_FILE = ".upmignore"
 
@@ -35,7 +38,7 @@ export class ImportError extends Schema.TaggedError<ImportError>()("ImportError"
 export interface ImportOptions {
   /** Extra ignore patterns (gitignore syntax, relative to the root), applied after upm.json's `ignore`. */
   readonly ignore?: ReadonlyArray<string>
-  /** Files read and stored at once (default 32). */
+  /** Trees stored at once (default 32); files are read and stored in batches of up to 512 files or 32 MiB. */
   readonly concurrency?: number
   /** Refuse a directory with more files than this (default 1,000,000). */
   readonly maxFiles?: number
@@ -57,12 +60,6 @@ export interface ImportResult {
 /** A batch of files handed to putMany: at most this many, and at most this many bytes (unless one file is bigger). */
 const BATCH_FILES = 512
 const BATCH_BYTES = 32 * 1024 * 1024
-
-type Kind =
-  | { readonly kind: "file"; readonly executable: boolean; readonly size: number }
-  | { readonly kind: "symlink"; readonly target: string }
-  | { readonly kind: "directory" }
-  | { readonly kind: "other" }
 
 /** One level of ignore rules: a matcher and the directory (relative to the root) its patterns are relative to. */
 interface RuleSet {
@@ -86,47 +83,26 @@ const verdict = (rules: RuleSet, path: string, isDirectory: boolean): "ignored" 
 /** Imports `dir` into the ObjectStore and returns its tree. */
 export const importDirectory = (dir: string, options: ImportOptions = {}) =>
   Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
+    const source = yield* SourceTree
     const path = yield* Path.Path
     const store = yield* ObjectStore
     const concurrency = options.concurrency ?? 32
     const maxFiles = options.maxFiles ?? 1_000_000
     const maxFileSize = options.maxFileSize ?? 1024 * 1024 * 1024
-    let files = 0
-    let bytes = 0
 
-    const unreadable = (rel: string, what: string) => (cause: PlatformError) =>
-      new ImportError({ reason: "Unreadable", path: rel, detail: `cannot ${what}: ${cause.message}`, cause })
-
-    /** lstat, with what the platform offers: readLink succeeds only on a symlink; otherwise stat (which follows). */
-    const kindOf = (abs: string, rel: string): Effect.Effect<Kind, ImportError> =>
-      fs.readLink(abs).pipe(
-        Effect.map((target): Kind => ({ kind: "symlink", target })),
-        Effect.catchAll((e) =>
-          e._tag === "SystemError" && e.reason === "NotFound"
-            ? Effect.fail(unreadable(rel, "read it")(e))
-            : fs.stat(abs).pipe(
-              Effect.mapError(unreadable(rel, "stat it")),
-              Effect.map((info): Kind =>
-                info.type === "File"
-                  ? { kind: "file", executable: (info.mode & 0o100) !== 0, size: Number(info.size) }
-                  : info.type === "Directory"
-                  ? { kind: "directory" }
-                  : { kind: "other" })
-            ))
-      )
+    /** The walker's error, named by the path relative to the imported directory. */
+    const failed = (rel: string) => (e: SourceError) =>
+      new ImportError({ reason: e.reason === "TooLarge" ? "TooLarge" : "Unreadable", path: rel, detail: e.detail, cause: e })
 
     // The directory itself may be reached through a symlink (only what is inside is recorded as links).
-    const root = yield* fs.stat(dir).pipe(Effect.mapError(unreadable("", "stat it")))
-    if (root.type !== "Directory") {
+    const rootKind = yield* source.stat(dir).pipe(Effect.mapError(failed("")))
+    if (rootKind !== "directory") {
       return yield* Effect.fail(new ImportError({ reason: "NotADirectory", path: "", detail: `${dir} is not a directory` }))
     }
 
     // upm.json first: its ignore/files shape the walk.
-    const manifestText = yield* fs.readFileString(path.join(dir, MANIFEST_FILE)).pipe(
-      Effect.map(Option.some),
-      Effect.catchIf((e) => e._tag === "SystemError" && e.reason === "NotFound", () => Effect.succeed(Option.none<string>())),
-      Effect.mapError(unreadable(MANIFEST_FILE, "read it"))
+    const manifestText = yield* source.readText(path.join(dir, MANIFEST_FILE), maxFileSize).pipe(
+      Effect.mapError(failed(MANIFEST_FILE))
     )
     const manifest = yield* Option.match(manifestText, {
       onNone: () => Effect.succeed(Option.none<Manifest>()),
@@ -142,7 +118,8 @@ export const importDirectory = (dir: string, options: ImportOptions = {}) =>
         })
     })
     const manifestIgnore = Option.match(manifest, { onNone: () => [], onSome: (m) => m.ignore ?? [] })
-    const extra = yield* makeMatcher([...manifestIgnore, ...(options.ignore ?? [])], MANIFEST_FILE)
+    const extraPatterns = [...manifestIgnore, ...(options.ignore ?? [])]
+    const extra = yield* makeMatcher(extraPatterns, MANIFEST_FILE)
     const files_ = Option.flatMap(manifest, (m) => Option.fromNullable(m.files))
     const include = Option.isSome(files_) ? Option.some(yield* makeMatcher(files_.value, MANIFEST_FILE)) : Option.none()
 
@@ -155,129 +132,136 @@ export const importDirectory = (dir: string, options: ImportOptions = {}) =>
       return false
     }
 
-    // The walk has three flat phases, each one bounded `Effect.forEach` over everything at hand (nesting bounded
-    // loops per directory would multiply the concurrency by the depth): scan level by level, then read and store
-    // every file, then store the trees deepest first.
+    // Three phases: list level by level (kinds come with the listing), then read and store the files in batches,
+    // then store the trees deepest level first.
     interface Dir {
       readonly abs: string
       readonly rel: string
       readonly rules: ReadonlyArray<RuleSet>
-      readonly children: Array<Child>
+      readonly children: Array<Entry>
       hash: ObjectHash | undefined
     }
-    interface Child {
+    interface Entry {
       readonly name: string
+      readonly dir: Dir | undefined
+      /** Set once stored: the blob or the tree. */
+      hash: ObjectHash | undefined
+      /** Set once read (a leaf's mode depends on what it is when read). */
+      mode: TreeEntry["mode"] | undefined
+    }
+    interface LeafToRead {
       readonly abs: string
       readonly rel: string
-      readonly kind: Kind
-      readonly dir: Dir | undefined
-      hash: ObjectHash | undefined
+      readonly kind: "file" | "symlink"
+      readonly entry: Entry
     }
 
-    /** Lists a directory and reads its `.upmignore`; the names to look at and the rules that apply below it. */
-    const list = (d: Dir) =>
+    /** Lists a directory, reads its `.upmignore`, and sorts what is kept into subdirectories and leaves. */
+    const scan = (d: Dir, subdirs: Array<Dir>, leaves: Array<LeafToRead>) =>
       Effect.gen(function* () {
-        const names = yield* fs.readDirectory(d.abs).pipe(Effect.mapError(unreadable(d.rel, "list it")))
+        const listed = yield* source.list(d.abs).pipe(Effect.mapError(failed(d.rel)))
+        const entries = [...listed].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
         let rules = d.rules
-        if (names.includes(IGNORE_FILE)) {
+        if (entries.some((e) => e.name === IGNORE_FILE && e.kind !== "directory")) {
           const where = d.rel === "" ? IGNORE_FILE : `${d.rel}/${IGNORE_FILE}`
-          const text = yield* fs.readFileString(path.join(d.abs, IGNORE_FILE)).pipe(Effect.mapError(unreadable(where, "read it")))
-          const matcher = yield* makeMatcher(text.split(/\r?\n/), where)
+          const text = yield* source.readText(path.join(d.abs, IGNORE_FILE), maxFileSize).pipe(Effect.mapError(failed(where)))
+          const matcher = yield* makeMatcher(Option.getOrElse(text, () => "").split(/\r?\n/), where)
           // The root's .upmignore sits below upm.json's ignore, which is applied after it (so it wins).
           rules = d.rel === "" ? [{ base: "", matcher }, ...d.rules] : [...d.rules, { base: d.rel, matcher }]
         }
-        const items: Array<{ readonly parent: Dir; readonly name: string; readonly rules: ReadonlyArray<RuleSet> }> = []
-        for (const name of names.sort()) {
+        for (const { name, kind } of entries) {
           if (name.toLowerCase() === ".git") continue
+          const rel = d.rel === "" ? name : `${d.rel}/${name}`
           const bad = badEntryName(name)
-          if (bad !== undefined) {
-            return yield* Effect.fail(new ImportError({ reason: "BadName", path: d.rel === "" ? name : `${d.rel}/${name}`, detail: bad }))
+          if (bad !== undefined) return yield* Effect.fail(new ImportError({ reason: "BadName", path: rel, detail: bad }))
+          const keep = keepEntry(d, name, rel, kind, rules)
+          if (keep === undefined) continue
+          const abs = d.abs.endsWith(path.sep) ? d.abs + name : d.abs + path.sep + name // path.join, without its normalising
+          if (keep === "directory") {
+            const sub: Dir = { abs, rel, rules, children: [], hash: undefined }
+            d.children.push({ name, dir: sub, hash: undefined, mode: "40000" })
+            subdirs.push(sub)
+          } else {
+            const entry: Entry = { name, dir: undefined, hash: undefined, mode: undefined }
+            d.children.push(entry)
+            leaves.push({ abs, rel, kind: keep, entry })
           }
-          items.push({ parent: d, name, rules })
         }
-        return items
       })
 
-    /** What one name is, and whether it is kept. */
-    const classify = (item: { readonly parent: Dir; readonly name: string; readonly rules: ReadonlyArray<RuleSet> }) => {
-      const { parent, name, rules } = item
-      const rel = parent.rel === "" ? name : `${parent.rel}/${name}`
-      const abs = path.join(parent.abs, name)
-      const always = parent.rel === "" && name === MANIFEST_FILE
-      return Effect.map(kindOf(abs, rel), (kind): Child | undefined => {
-        if (kind.kind === "other") return undefined
-        if (!always && excluded(rules, rel, kind.kind === "directory")) return undefined
-        if (kind.kind === "directory") {
-          return { name, abs, rel, kind, hash: undefined, dir: { abs, rel, rules, children: [], hash: undefined } }
-        }
-        if (!always && Option.isSome(include) && !include.value.ignores(rel)) return undefined
-        return { name, abs, rel, kind, dir: undefined, hash: undefined }
-      })
+    /** What an entry is imported as, or undefined when it is left out (ignored, not in `files`, a socket…). */
+    const keepEntry = (d: Dir, name: string, rel: string, kind: EntryKind, rules: ReadonlyArray<RuleSet>) => {
+      if (kind === "other") return undefined
+      const always = d.rel === "" && name === MANIFEST_FILE
+      if (!always && excluded(rules, rel, kind === "directory")) return undefined
+      if (kind === "directory") return kind
+      if (!always && Option.isSome(include) && !include.value.ignores(rel)) return undefined
+      return kind
     }
 
-    /** A leaf's blob body: the link text of a symlink, the content of a file. */
-    const bodyOf = (child: Child): Effect.Effect<Uint8Array, ImportError> => {
-      const kind = child.kind
-      if (kind.kind === "symlink") return Effect.succeed(new TextEncoder().encode(kind.target))
-      if (kind.kind === "file" && kind.size > maxFileSize) {
-        return Effect.fail(new ImportError({
-          reason: "TooLarge", path: child.rel, detail: `${kind.size} bytes, more than the limit of ${maxFileSize}`
-        }))
-      }
-      return fs.readFile(child.abs).pipe(
-        Effect.tap((body) => Effect.sync(() => { bytes += body.length })),
-        Effect.mapError(unreadable(child.rel, "read it"))
-      )
-    }
-
-    /** Files go to the store in batches (putMany: one existence check per batch where the store can), bounded in bytes. */
-    const fileBatches = (leaves: ReadonlyArray<Child>) =>
-      batches(leaves, (leaf) => (leaf.kind.kind === "file" ? leaf.kind.size : 0), BATCH_FILES, BATCH_BYTES)
-
-    const storeBatch = (batch: ReadonlyArray<Child>) =>
-      Effect.gen(function* () {
-        const bodies = yield* Effect.forEach(batch, bodyOf, { concurrency })
-        const hashes = yield* store.putMany(bodies.map((body) => ({ type: "blob" as const, body })))
-        batch.forEach((child, i) => { child.hash = hashes[i] })
-      })
-
-    const rootDir: Dir = { abs: dir, rel: "", rules: [{ base: "", matcher: extra }], children: [], hash: undefined }
+    // (no rule set at all without patterns: every path would still be tested against it)
+    const rootRules = extraPatterns.length > 0 ? [{ base: "", matcher: extra }] : []
+    const rootDir: Dir = { abs: dir, rel: "", rules: rootRules, children: [], hash: undefined }
     const levels: Array<ReadonlyArray<Dir>> = []
-    const leaves: Array<Child> = []
+    const leaves: Array<LeafToRead> = []
     let level: ReadonlyArray<Dir> = [rootDir]
     while (level.length > 0) {
       levels.push(level)
-      const items = (yield* Effect.forEach(level, list, { concurrency })).flat()
-      const children = yield* Effect.forEach(items, classify, { concurrency })
       const next: Array<Dir> = []
-      items.forEach((item, i) => {
-        const child = children[i]
-        if (child === undefined) return
-        item.parent.children.push(child)
-        if (child.dir !== undefined) next.push(child.dir)
-        else leaves.push(child)
-      })
+      for (const d of level) yield* scan(d, next, leaves)
       if (leaves.length > maxFiles) {
         return yield* Effect.fail(new ImportError({ reason: "TooLarge", path: "", detail: `more than ${maxFiles} files` }))
       }
       level = next
     }
-    yield* Effect.forEach(fileBatches(leaves), storeBatch, { discard: true })
-    files = leaves.length
+
+    // Files: read a batch (bounded in count and bytes), store it with one putMany, go on with the rest.
+    let files = 0
+    let bytes = 0
+    for (let start = 0; start < leaves.length;) {
+      const batch = leaves.slice(start, start + BATCH_FILES)
+      const read = yield* source.readLeaves(batch.map((l) => ({ path: l.abs, kind: l.kind })), {
+        maxFileSize,
+        maxBytes: BATCH_BYTES
+      }).pipe(Effect.mapError((e) => failed(batch.find((l) => l.abs === e.path)?.rel ?? e.path)(e)))
+      const objects: Array<StoredObject> = []
+      const stored: Array<Entry> = []
+      read.forEach((leaf, i) => {
+        if (leaf.kind === "other") return // replaced by a socket or FIFO since the listing: skipped, as git does
+        const entry = batch[i]!.entry
+        entry.mode = leaf.kind === "symlink" ? "120000" : leaf.executable ? "100755" : "100644"
+        objects.push({ type: "blob", body: leaf.kind === "symlink" ? leaf.target : leaf.content })
+        stored.push(entry)
+        if (leaf.kind === "file") bytes += leaf.content.length
+      })
+      const hashes = yield* store.putMany(objects)
+      stored.forEach((entry, i) => { entry.hash = hashes[i] })
+      files += stored.length
+      start += Math.max(read.length, 1)
+    }
+
+    // Trees, deepest level first, each level in batches.
     for (const dirs of levels.reverse()) {
-      yield* Effect.forEach(dirs, (d) => {
+      const built: Array<{ readonly dir: Dir; readonly body: Uint8Array }> = []
+      for (const d of dirs) {
         const entries: Array<TreeEntry> = []
         for (const c of d.children) {
           const hash = c.dir !== undefined ? c.dir.hash : c.hash
-          if (hash === undefined) continue
-          const mode = c.kind.kind === "directory" ? "40000" : c.kind.kind === "symlink" ? "120000"
-            : c.kind.kind === "file" && c.kind.executable ? "100755" : "100644"
-          entries.push({ mode, name: c.name, hash })
+          if (hash === undefined || c.mode === undefined) continue
+          entries.push({ mode: c.mode, name: c.name, hash })
         }
         // git records no empty directories (the root is the exception: an empty package is the empty tree)
-        if (entries.length === 0 && d.rel !== "") return Effect.void
-        return Effect.map(store.put("tree", encodeTree(entries)), (hash) => { d.hash = hash })
-      }, { concurrency, discard: true })
+        if (entries.length === 0 && d.rel !== "") continue
+        built.push({ dir: d, body: encodeTree(entries) })
+      }
+      yield* Effect.forEach(
+        batches(built, (t) => t.body.length, BATCH_FILES, BATCH_BYTES),
+        (batch) =>
+          Effect.map(store.putMany(batch.map((t) => ({ type: "tree" as const, body: t.body }))), (hashes) => {
+            batch.forEach((t, i) => { t.dir.hash = hashes[i] })
+          }),
+        { concurrency, discard: true }
+      )
     }
     const tree = rootDir.hash
     if (tree === undefined) return yield* Effect.dieMessage("the root directory always gives a tree")

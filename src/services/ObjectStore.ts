@@ -262,13 +262,22 @@ export const sealRef = (name: RefName, hash: ObjectHash, expected: Option.Option
 export const makeMemory = Effect.gen(function* () {
   const objects = yield* Ref.make(HashMap.empty<ObjectHash, StoredObject>())
   const refs = yield* Ref.make(HashMap.empty<RefName, ObjectHash>())
+  // Bodies are copied (the caller may reuse its buffer): `new Uint8Array(body)` is a memcpy, `Uint8Array.from` a
+  // loop per byte.
+  const stored = (type: ObjectType, body: Uint8Array): StoredObject => ({ type, body: new Uint8Array(body) })
   const put = (type: ObjectType, body: Uint8Array) =>
     Effect.sync(() => hashOf(type, body)).pipe(
-      Effect.tap((hash) => Ref.update(objects, HashMap.set(hash, { type, body: Uint8Array.from(body) } as StoredObject)))
+      Effect.tap((hash) => Ref.update(objects, HashMap.set(hash, stored(type, body))))
     )
   return ObjectStore.of({
     put,
-    putMany: (items) => Effect.forEach(items, (o) => put(o.type, o.body)),
+    putMany: (items) =>
+      Effect.suspend(() => {
+        const hashes = items.map((o) => hashOf(o.type, o.body))
+        return Ref.update(objects, HashMap.mutate((m) => {
+          items.forEach((o, i) => HashMap.set(m, hashes[i]!, stored(o.type, o.body)))
+        })).pipe(Effect.as(hashes))
+      }),
     get: (hash) =>
       Effect.flatMap(Ref.get(objects), (m) =>
         Option.match(HashMap.get(m, hash), {
