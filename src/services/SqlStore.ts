@@ -1,5 +1,6 @@
 /**
- * The key-value model of seed 004 on SQL, shared by the SQLite and PostgreSQL layers:
+ * The key-value model of seed 004 on SQL through @effect/sql, for the PostgreSQL layer (SQLite keeps the same
+ * tables but runs its statements on better-sqlite3 directly, SqliteStore.ts; `prefixRange` is shared):
  *
  *   objects(hash BLOB/bytea PRIMARY KEY  -- the raw 20-byte hash
  *           value BLOB/bytea)            -- the raw git object, "<type> <size>\0<body>", not deflated
