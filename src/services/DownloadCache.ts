@@ -69,6 +69,7 @@ export const cacheKey = (...parts: ReadonlyArray<string>) =>
   createHash("sha256").update(parts.join("\0")).digest("hex").slice(0, 48)
 
 const TEMP_PREFIX = ".tmp-"
+const WRITE_BATCH_BYTES = 1024 * 1024
 
 const isNotFound = (e: unknown) => e instanceof Error && "code" in e && e.code === "ENOENT"
 
@@ -162,11 +163,24 @@ export const make = (options: DownloadCacheOptions): Effect.Effect<DownloadCache
         const temp = join(dir, `${TEMP_PREFIX}${key}-${randomBytes(6).toString("hex")}`)
         const handle = yield* attempt("creating", temp, () => fsp.open(temp, "wx", 0o600))
         let size = 0
+        // Small chunks (gzip gives 16 KiB ones) are written in batches of about WRITE_BATCH_BYTES: one trip to the
+        // thread pool per batch, not per chunk.
+        let batch: Array<Uint8Array> = []
+        let batched = 0
+        const flush = Effect.suspend(() => {
+          const bytes = batch.length === 1 ? batch[0]! : Buffer.concat(batch)
+          batch = []
+          batched = 0
+          return bytes.length === 0 ? Effect.void : writeAll(handle, temp, bytes)
+        })
         const written = Effect.gen(function* () {
           yield* Stream.runForEach(build, (chunk) => {
             size += chunk.length
-            return writeAll(handle, temp, chunk)
+            batch.push(chunk)
+            batched += chunk.length
+            return batched >= WRITE_BATCH_BYTES ? flush : Effect.void
           })
+          yield* flush
           yield* attempt("syncing", temp, () => handle.sync())
         }).pipe(Effect.ensuring(Effect.promise(() => handle.close().catch(() => undefined))))
         yield* written.pipe(

@@ -281,7 +281,9 @@ export const exportTarGz = (tree: ObjectHash, options: ArchiveOptions = {}) =>
     const mtime = yield* mtimeOf(options)
     const prefix = prefixOf(options)
     const pack = tar.pack()
-    const gzip = createGzip()
+    // 256 KiB output chunks (the default is 16 KiB): fewer trips through the thread pool and the stream, about a
+    // third less CPU for a 10 MB file.
+    const gzip = createGzip({ chunkSize: 256 * 1024 })
     pack.pipe(gzip)
     // A consumer that goes away (an HTTP client closing mid-download) destroys gzip, and streamx then destroys the
     // pack (and its current entry) with PREMATURE_CLOSE: without listeners those 'error's are uncaught and take the
