@@ -1,11 +1,15 @@
 /**
- * HTTP benchmark: upm's HTTP server against Verdaccio, in the same run, with wrk (Debian's `wrk`) at 100
+ * HTTP benchmark: upm's HTTP server against Verdaccio, in the same run, with wrk (Debian's `wrk`: `apt-get
+ * install wrk`) at 100
  * concurrent connections.
  *
- *   npm run build && npx tsx bench/http.ts [--duration 10] [--connections 100] [--base /tmp]
+ *   npx tsx bench/http.ts [--duration 10] [--connections 100] [--base /tmp]
  *
- * - upm (`node bin/upm.js serve`, the real server from dist/): the package-versions endpoint (`GET /api/v1/packages/bench/greetings`, 10 versions with their release
- *   metadata), a 10 MB download as `.tar.gz` (streamed by the Exporter) and as the raw file, over the fs store.
+ * - upm (`upm serve`, the real server, from a private build of the working tree under .bench/: dist/ is shared
+ *   with whoever runs the tests): the package-versions endpoint (`GET /api/v1/packages/bench/greetings`, 10
+ *   versions with their release metadata), a 10 MB download as `.tar.gz` (built once into the download cache,
+ *   then streamed from disk) and as the raw file, over the fs store. The first (cold) download, which builds
+ *   the archive, is timed on its own.
  * - Verdaccio 6 (installed into a temp dir with `npm install --prefix`, never a project dependency): the
  *   package-metadata endpoint (`GET /greetings-bench`, the same 10 versions published with `npm publish`) and
  *   the 10 MB package's tarball.
@@ -18,12 +22,13 @@
  */
 import { NodeContext } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
-import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import { type ChildProcess, execFile, execFileSync, spawn } from "node:child_process"
 import { randomBytes } from "node:crypto"
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs"
 import { createServer } from "node:net"
-import { join } from "node:path"
+import { dirname, join, resolve } from "node:path"
 import { performance } from "node:perf_hooks"
+import { fileURLToPath } from "node:url"
 import { layerFs } from "../src/services/FsStore.js"
 import * as Registry from "../src/services/Registry.js"
 import { publish } from "../test/services/HttpFixture.js"
@@ -32,6 +37,9 @@ const arg = (name: string, fallback: string) => {
   const i = process.argv.indexOf(`--${name}`)
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]! : fallback
 }
+
+const ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..")
+const BUILD = join(ROOT, ".bench", `http-${process.pid}`)
 
 const VERSIONS = 10
 const BIG = 10 * 1024 * 1024
@@ -77,6 +85,8 @@ interface WrkResult {
   readonly p50: number
   readonly p99: number
   readonly mbps: number
+  /** The server's highest RSS during the run, MiB. */
+  readonly rss: number
   readonly errors: string
 }
 
@@ -93,11 +103,32 @@ const mb = (text: string) => {
   return m[2] === "B" ? n / 1e6 : m[2] === "KB" ? n / 1e3 : m[2] === "GB" ? n * 1e3 : n
 }
 
-const wrk = (label: string, url: string, connections: number, duration: number): WrkResult => {
-  const out = execFileSync("wrk", ["-t2", `-c${connections}`, `-d${duration}s`, "--timeout", "30s", "--latency", url], {
-    encoding: "utf8",
-    maxBuffer: 16 * 1024 * 1024
+/** Resident memory of a process now (VmRSS), in MiB. */
+const rssNow = (pid: number | undefined) => {
+  if (pid === undefined) return NaN
+  try {
+    return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? "NaN") / 1024
+  } catch {
+    return NaN
+  }
+}
+
+/** wrk's output, with the highest RSS of `pid` seen (every 100 ms) while it ran. */
+const wrkRun = (args: ReadonlyArray<string>, pid: number | undefined) =>
+  new Promise<{ out: string; rss: number }>((resolve, reject) => {
+    let rss = rssNow(pid)
+    const timer = setInterval(() => {
+      rss = Math.max(rss, rssNow(pid))
+    }, 100)
+    execFile("wrk", args, { encoding: "utf8", maxBuffer: 16 * 1024 * 1024 }, (error, out) => {
+      clearInterval(timer)
+      if (error !== null) reject(error)
+      else resolve({ out, rss: Math.max(rss, rssNow(pid)) })
+    })
   })
+
+const wrk = async (label: string, url: string, connections: number, duration: number, pid: number | undefined): Promise<WrkResult> => {
+  const { out, rss } = await wrkRun(["-t2", `-c${connections}`, `-d${duration}s`, "--timeout", "30s", "--latency", url], pid)
   const errors = [
     /Non-2xx or 3xx responses: (\d+)/.exec(out)?.[0],
     /Socket errors: .*/.exec(out)?.[0]
@@ -108,12 +139,13 @@ const wrk = (label: string, url: string, connections: number, duration: number):
     p50: ms(/^\s+50%\s+(\S+)/m.exec(out)?.[1] ?? ""),
     p99: ms(/^\s+99%\s+(\S+)/m.exec(out)?.[1] ?? ""),
     mbps: mb(/Transfer\/sec:\s+(\S+)/.exec(out)?.[1] ?? ""),
+    rss,
     errors
   }
 }
 
 const row = (r: WrkResult) =>
-  `${r.label.padEnd(44)} ${r.rps.toFixed(0).padStart(8)} ${r.p50.toFixed(1).padStart(9)} ${r.p99.toFixed(1).padStart(9)} ${r.mbps.toFixed(1).padStart(9)}  ${r.errors}`
+  `${r.label.padEnd(44)} ${r.rps.toFixed(0).padStart(8)} ${r.p50.toFixed(1).padStart(9)} ${r.p99.toFixed(1).padStart(9)} ${r.mbps.toFixed(1).padStart(9)} ${r.rss.toFixed(0).padStart(8)}  ${r.errors}`
 
 const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] ?? NaN
 
@@ -123,9 +155,21 @@ const main = async () => {
   const duration = Number(arg("duration", "10"))
   const connections = Number(arg("connections", "100"))
   const base = arg("base", "/tmp")
+  try {
+    execFileSync("sh", ["-c", "command -v wrk"], { stdio: "ignore" })
+  } catch {
+    throw new Error("wrk is not installed: apt-get install wrk")
+  }
   const work = mkdtempSync(join(base, "upm-bench-http-"))
   const children: Array<ChildProcess> = []
   try {
+    console.log("building the working tree privately (tsc) …")
+    try {
+      execFileSync("npx", ["tsc", "-p", "tsconfig.build.json", "--outDir", join(BUILD, "dist")], { cwd: ROOT, stdio: "ignore" })
+    } catch {
+      // tsc exits non-zero on type errors (others' work in progress) but still emits; the server start says if not.
+    }
+    writeFileSync(join(BUILD, "upm.js"), `import "./dist/main.js"\n`)
     // The same content for both: 10 versions of a small package, and one 10 MB package (random bytes).
     const big = randomBytes(BIG)
     const readme = "# greetings\n\nSays hello.\n"
@@ -146,18 +190,24 @@ const main = async () => {
       yield* publish("bench/big", "1.0.0", { "big.bin": big }, { description: "10 MB of random bytes", sign: true })
     }).pipe(Effect.provide(Registry.layer.pipe(Layer.provideMerge(layerFs(store)), Layer.provide(NodeContext.layer))), Effect.runPromise)
 
-    // The real server: `upm serve` from dist/ (run `npm run build` first), TCP and HTTP on free ports.
-    const upm = spawn(process.execPath, ["bin/upm.js", "serve", "--store", `fs:${store}`, "--port", "0", "--http-port", "0"], {
+    // The real server: `upm serve` from the private build, TCP and HTTP on free ports.
+    const upm = spawn(process.execPath, [join(BUILD, "upm.js"), "serve", "--store", `fs:${store}`, "--port", "0", "--http-port", "0"], {
       stdio: ["ignore", "ignore", "pipe"]
     })
     children.push(upm)
     const upmPid = upm.pid
     const upmUrl = await new Promise<string>((resolve, reject) => {
       let buf = ""
+      let found = false
+      // Its log lines (one per request) are read and dropped: a pipe nobody reads would block the server.
       upm.stderr?.on("data", (c: Buffer) => {
+        if (found) return
         buf += c.toString()
         const line = /message="http listening" url=(http:\/\/\S+)/.exec(buf)
-        if (line?.[1] !== undefined) resolve(line[1])
+        if (line?.[1] !== undefined) {
+          found = true
+          resolve(line[1])
+        }
       })
       upm.on("exit", (code) => reject(new Error(`upm serve exited with ${code}:\n${buf}`)))
     })
@@ -217,25 +267,34 @@ const main = async () => {
     const packument = (await (await fetch(`${vUrl}/greetings-bench`)).json()) as { versions: Record<string, unknown> }
     if (versions.versions.length !== VERSIONS || Object.keys(packument.versions).length !== VERSIONS) throw new Error("the packages are not published as expected")
     const tgzUrl = `${upmUrl}/api/v1/packages/bench/big/1.0.0/archive.tar.gz`
+    // The first download of a release builds its archive (the Exporter, gzip) into the cache: timed on its own.
+    let t0 = performance.now()
     const tgzSize = (await (await fetch(tgzUrl)).arrayBuffer()).byteLength
+    const coldTgz = performance.now() - t0
+    t0 = performance.now()
+    await (await fetch(`${upmUrl}/api/v1/packages/bench/big/1.0.0/archive.zip`)).arrayBuffer()
+    const coldZip = performance.now() - t0
+    t0 = performance.now()
+    execFileSync("git", ["--git-dir", store, "archive", "--format=tar.gz", "refs/tags/bench/big/v1.0.0"], { maxBuffer: 64 * 1024 * 1024 })
+    const coldGit = performance.now() - t0
     const vTgzUrl = `${vUrl}/big-bench/-/big-bench-1.0.0.tgz`
     const vTgzSize = (await (await fetch(vTgzUrl)).arrayBuffer()).byteLength
 
     // ---- measure
     console.log(`\nwrk -t2 -c${connections} -d${duration}s (downloads ${duration * 3}s); load average ${execFileSync("cat", ["/proc/loadavg"], { encoding: "utf8" }).split(" ").slice(0, 3).join(" ")}; Node ${process.version}, Verdaccio ${vVersion}, ${execFileSync("git", ["--version"], { encoding: "utf8" }).trim()}`)
-    console.log(`${"endpoint".padEnd(44)} ${"req/s".padStart(8)} ${"p50 ms".padStart(9)} ${"p99 ms".padStart(9)} ${"MB/s".padStart(9)}`)
+    console.log(`${"endpoint".padEnd(44)} ${"req/s".padStart(8)} ${"p50 ms".padStart(9)} ${"p99 ms".padStart(9)} ${"MB/s".padStart(9)} ${"RSS MiB".padStart(8)}`)
     const results: Record<string, WrkResult> = {}
     // 100 clients × 10 MB is a gigabyte per round: downloads run 3× longer so that requests complete.
-    const run = (key: string, label: string, url: string, seconds = duration) => {
-      results[key] = wrk(label, url, connections, seconds)
+    const run = async (key: string, label: string, url: string, pid: number | undefined, seconds = duration) => {
+      results[key] = await wrk(label, url, connections, seconds, pid)
       console.log(row(results[key]!))
     }
-    run("upmVersions", "upm   GET /api/v1/packages/bench/greetings", `${upmUrl}/api/v1/packages/bench/greetings`)
-    run("vMeta", "verd. GET /greetings-bench (packument)", `${vUrl}/greetings-bench`)
-    run("upmRelease", "upm   GET …/bench/greetings/1.0.9 (one release)", `${upmUrl}/api/v1/packages/bench/greetings/1.0.9`)
-    run("upmTgz", `upm   10 MB .tar.gz (${(tgzSize / 1e6).toFixed(1)} MB, streamed)`, tgzUrl, duration * 3)
-    run("upmFile", "upm   10 MB raw file (files/big.bin)", `${upmUrl}/api/v1/packages/bench/big/1.0.0/files/big.bin`, duration * 3)
-    run("vTgz", `verd. 10 MB tarball (${(vTgzSize / 1e6).toFixed(1)} MB)`, vTgzUrl, duration * 3)
+    await run("upmVersions", "upm   GET /api/v1/packages/bench/greetings", `${upmUrl}/api/v1/packages/bench/greetings`, upmPid)
+    await run("vMeta", "verd. GET /greetings-bench (packument)", `${vUrl}/greetings-bench`, verdaccio.pid)
+    await run("upmRelease", "upm   GET …/bench/greetings/1.0.9 (one release)", `${upmUrl}/api/v1/packages/bench/greetings/1.0.9`, upmPid)
+    await run("upmTgz", `upm   10 MB .tar.gz (${(tgzSize / 1e6).toFixed(1)} MB, cached)`, tgzUrl, upmPid, duration * 3)
+    await run("upmFile", "upm   10 MB raw file (files/big.bin)", `${upmUrl}/api/v1/packages/bench/big/1.0.0/files/big.bin`, upmPid, duration * 3)
+    await run("vTgz", `verd. 10 MB tarball (${(vTgzSize / 1e6).toFixed(1)} MB)`, vTgzUrl, verdaccio.pid, duration * 3)
 
     // ---- one client, one archive at a time: upm's HTTP download against git archive on the same store
     const single: Array<number> = []
@@ -260,12 +319,14 @@ const main = async () => {
     const ratio = (a: number, b: number) => (a / b).toFixed(2)
     console.log("\nratios (upm / Verdaccio):")
     console.log(`  metadata req/s  ${ratio(results["upmVersions"]!.rps, results["vMeta"]!.rps)}×   p99 ${ratio(results["upmVersions"]!.p99, results["vMeta"]!.p99)}×`)
-    console.log(`  10 MB req/s     ${ratio(results["upmTgz"]!.rps, results["vTgz"]!.rps)}× (.tar.gz built on the fly vs a stored tarball)   p99 ${ratio(results["upmTgz"]!.p99, results["vTgz"]!.p99)}×`)
-    console.log(`single client, 10 MB .tar.gz (${failed} of 5 failed): upm HTTP median ${median(single).toFixed(0)} ms, git archive median ${median(gitTimes).toFixed(0)} ms (upm/git ${ratio(median(single), median(gitTimes))}×)`)
+    console.log(`  10 MB req/s     ${ratio(results["upmTgz"]!.rps, results["vTgz"]!.rps)}× (.tar.gz from the download cache vs a stored tarball)   MB/s ${ratio(results["upmTgz"]!.mbps, results["vTgz"]!.mbps)}×   p99 ${ratio(results["upmTgz"]!.p99, results["vTgz"]!.p99)}×`)
+    console.log(`single client, first download (builds the archive): .tar.gz ${coldTgz.toFixed(0)} ms, .zip ${coldZip.toFixed(0)} ms; git archive ${coldGit.toFixed(0)} ms (upm/git ${ratio(coldTgz, coldGit)}×)`)
+    console.log(`single client, 10 MB .tar.gz again (${failed} of 5 failed): upm HTTP median ${median(single).toFixed(0)} ms, git archive median ${median(gitTimes).toFixed(0)} ms (upm/git ${ratio(median(single), median(gitTimes))}×)`)
     console.log(`peak RSS: upm server ${upmRss.toFixed(0)} MiB, Verdaccio ${vRss.toFixed(0)} MiB`)
   } finally {
     for (const child of children) child.kill("SIGTERM")
     rmSync(work, { recursive: true, force: true })
+    rmSync(BUILD, { recursive: true, force: true })
   }
 }
 
