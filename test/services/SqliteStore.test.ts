@@ -4,12 +4,19 @@ import { NodeContext } from "@effect/platform-node"
 import * as SqlClient from "@effect/sql/SqlClient"
 import * as SqliteClient from "@effect/sql-sqlite-node/SqliteClient"
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Layer, Option, Schema } from "effect"
+import { Context, Effect, Layer, Option, Schedule, Schema } from "effect"
+import { trustedHash } from "../../src/domain/ObjectHash.js"
 import { ObjectStore, RefName } from "../../src/services/ObjectStore.js"
 import { layerSqlite } from "../../src/services/SqliteStore.js"
 import { batches, prefixRange } from "../../src/services/SqlStore.js"
 import { sampleGraph } from "./ObjectStoreConformance.js"
 import { sqliteFile } from "./SqlStoresLayers.js"
+import { execFile } from "node:child_process"
+import { existsSync, writeFileSync } from "node:fs"
+import { dirname, join } from "node:path"
+import { fileURLToPath } from "node:url"
+
+const WORKER = fileURLToPath(new URL("./SqliteCasWorker.ts", import.meta.url))
 
 const ref = Schema.decodeSync(RefName)
 const open = (file: string) => Effect.map(Layer.build(layerSqlite(file)), Context.get(ObjectStore))
@@ -53,6 +60,47 @@ describe("SqliteStore", () => {
       assert.strictEqual(lost._tag === "RefConflict" ? lost.actual : lost._tag, g.hashes.tag)
       yield* b.setRef(name, Option.none(), g.hashes.tag) // the same value: idempotent through either
     }).pipe(Effect.provide(NodeContext.layer)))
+
+  // Two real processes (each with its own connection) racing compare-and-set on one ref: each new value names the
+  // one it replaced, so a lost update (two writers both replacing the same value) would shorten the chain.
+  it.scopedLive("two processes advancing one ref by compare-and-set lose no update", () =>
+    Effect.gen(function* () {
+      const file = yield* sqliteFile
+      const name = ref("refs/heads/counter")
+      const start = yield* Effect.scoped(Effect.gen(function* () {
+        const store = yield* open(file)
+        const hash = yield* store.put("blob", new TextEncoder().encode("start\n"))
+        yield* store.setRef(name, Option.none(), hash)
+        return hash
+      }))
+      const perWorker = 150
+      const dir = dirname(file)
+      const worker = (id: string) =>
+        Effect.async<void, Error>((resume) => {
+          const child = execFile(process.execPath, ["--import", "tsx", WORKER, file, name, id, String(perWorker), dir],
+            { timeout: 120_000 }, (error, _out, stderr) =>
+              resume(error === null ? Effect.void : Effect.fail(new Error(`worker ${id}: ${error.message}\n${stderr}`))))
+          return Effect.sync(() => child.kill())
+        })
+      // both open, then both go at once
+      const go = Effect.sync(() => existsSync(join(dir, "ready-a")) && existsSync(join(dir, "ready-b"))).pipe(
+        Effect.repeat({ schedule: Schedule.spaced("20 millis"), until: (ready) => ready }),
+        Effect.zipRight(Effect.sync(() => writeFileSync(join(dir, "go"), "")))
+      )
+      yield* Effect.all([worker("a"), worker("b"), go], { concurrency: 3 })
+      const store = yield* open(file)
+      let at = Option.getOrThrow(yield* store.readRef(name))
+      const seen: Array<string> = []
+      while (at !== start) {
+        const text = new TextDecoder().decode((yield* store.get(at)).body)
+        const [previous = "", step = ""] = text.split("\n")
+        seen.push(step)
+        at = trustedHash(previous)
+        if (seen.length > 2 * perWorker) break
+      }
+      assert.strictEqual(seen.length, 2 * perWorker)
+      assert.deepStrictEqual(new Set(seen).size, 2 * perWorker)
+    }).pipe(Effect.provide(NodeContext.layer)), 180_000)
 
   it.scoped("a database from a newer upm is refused at open", () =>
     Effect.gen(function* () {
