@@ -16,7 +16,7 @@
  * 5. **Write** `upm.lock` (and, for packages named on the command line, `upm.json`).
  */
 import { FileSystem, Path } from "@effect/platform"
-import { Effect, Either, Option, Schema } from "effect"
+import { Effect, Either, FiberSet, Option, Schema } from "effect"
 import semver from "semver"
 import {
   decodeLockfile, encodeLockfile, LOCKFILE, type Lockfile, type LockedPackage, lockedEntry, preferences,
@@ -31,7 +31,9 @@ import { exportTree } from "./Exporter.js"
 import { KnownKeys, verifyRelease } from "./KnownKeys.js"
 import { getDecoded, ObjectStore, RefName, sealRef } from "./ObjectStore.js"
 import { localReleases } from "./LocalStore.js"
-import { Remote, type ServerUnreachable } from "./Remote.js"
+import type { InvalidServerAddress } from "./ClientConfig.js"
+import { DEFAULT_CONNECTIONS, Remote, type ServerUnreachable } from "./Remote.js"
+import type { SyncClientError } from "./SyncClient.js"
 import { type ResolvedPackage, resolve } from "./Resolver.js"
 import { VerificationError, verifySignature } from "./Verifier.js"
 
@@ -159,7 +161,7 @@ const readRelease = (hash: ObjectHash) =>
 // The install
 
 export const install = (options: InstallOptions) =>
-  Effect.gen(function* () {
+  Effect.scoped(Effect.gen(function* () {
     const fs = yield* FileSystem.FileSystem
     const path = yield* Path.Path
     const store = yield* ObjectStore
@@ -203,8 +205,22 @@ export const install = (options: InstallOptions) =>
     const infos = new Map<string, ReleaseInfo>()
     let offline: string | undefined
 
-    /** The release in the local store, or fetched from the server (verified), then read. */
+    /**
+     * The release in the local store, or fetched from the server (verified), then read. Once per release: a
+     * prefetch already under way is joined, not repeated.
+     */
+    const obtaining = new Map<string, ReturnType<typeof obtainOnce>>()
     const obtain = (name: PackageName, version: Version, hint: Option.Option<ObjectHash>, pin: LockedPackage | undefined) =>
+      Effect.suspend(() => {
+        const key = `${name}@${version}`
+        const running = obtaining.get(key)
+        if (running !== undefined) return running
+        return Effect.flatMap(Effect.cached(obtainOnce(name, version, hint, pin)), (once) => {
+          obtaining.set(key, once)
+          return once
+        })
+      })
+    const obtainOnce = (name: PackageName, version: Version, hint: Option.Option<ObjectHash>, pin: LockedPackage | undefined) =>
       Effect.gen(function* () {
         const key = `${name}@${version}`
         const cached = infos.get(key)
@@ -237,26 +253,43 @@ export const install = (options: InstallOptions) =>
       Effect.gen(function* () {
         const known = remoteHashes.get(`${name}@${version}`)
         if (known !== undefined) return known
-        const session = yield* remote.session
-        const match = yield* session.match(name, Range.make(version))
+        const match = yield* remote.withConnection((session) => session.match(name, Range.make(version)))
         if (Option.isNone(match) || match.value.version !== version) {
           return yield* new VerificationError({ reason: "PinMismatch", detail: `the server no longer has ${name}@${version}` })
         }
         return match.value.hash
       })
 
+    // The keys the server reports for a namespace, asked once per owner.
+    const ownerKeys = new Map<string, Effect.Effect<ReadonlyArray<string>, ServerUnreachable | SyncClientError | InvalidServerAddress>>()
+    const serverKeysOf = (owner: string) =>
+      Effect.suspend(() => {
+        const known = ownerKeys.get(owner)
+        if (known !== undefined) return known
+        return Effect.flatMap(Effect.cached(remote.withConnection((session) => session.keys(owner))), (once) => {
+          ownerKeys.set(owner, once)
+          return once
+        })
+      })
+
+    // Pulls run side by side on the Remote's pooled connections; checking and sealing one at a time (trust on
+    // first use writes the known keys once per namespace).
+    const checking = yield* Effect.makeSemaphore(1)
     let fetchedBytes = 0
     const fetchRelease = (name: PackageName, version: Version, hash: ObjectHash, pin: LockedPackage | undefined) =>
       Effect.gen(function* () {
-        const session = yield* remote.session
-        const pulled = yield* session.pull(hash)
+        const pulled = yield* remote.withConnection((session) => session.pull(hash))
         fetchedBytes += pulled.bytes
+        const serverKeys = yield* serverKeysOf(ownerOf(name))
+        yield* checking.withPermits(1)(checkAndSeal(name, version, hash, pin, serverKeys))
+      })
+    const checkAndSeal = (name: PackageName, version: Version, hash: ObjectHash, pin: LockedPackage | undefined, serverKeys: ReadonlyArray<string>) =>
+      Effect.gen(function* () {
         const object = yield* getDecoded(hash)
         if (object.type !== "tag") {
           return yield* new VerificationError({ reason: "BadTagName", detail: `${hash} is a ${object.type}, not a release tag` })
         }
         yield* verifySignature(hash, object.tag)
-        const serverKeys = yield* session.keys(ownerOf(name))
         const before = yield* known.get(ownerOf(name))
         const { release } = yield* verifyRelease({
           tagHash: hash,
@@ -281,26 +314,59 @@ export const install = (options: InstallOptions) =>
         }
       })
 
-    const source = {
-      versions: (name: PackageName) =>
-        Effect.gen(function* () {
-          if (offline === undefined) {
-            const session = yield* remote.session.pipe(
-              Effect.map(Option.some),
-              Effect.catchTag("ServerUnreachable", (e) => Effect.as(goOffline(e), Option.none()))
-            )
-            if (Option.isSome(session)) {
-              const all = yield* session.value.versions(name)
-              for (const r of all) remoteHashes.set(`${name}@${r.version}`, r.hash)
-              return all.map((r) => r.version)
-            }
+    const versionsOnce = (name: PackageName) =>
+      Effect.gen(function* () {
+        if (offline === undefined) {
+          const all = yield* remote.withConnection((session) => session.versions(name)).pipe(
+            Effect.map(Option.some),
+            Effect.catchTag("ServerUnreachable", (e) => Effect.as(goOffline(e), Option.none()))
+          )
+          if (Option.isSome(all)) {
+            for (const r of all.value) remoteHashes.set(`${name}@${r.version}`, r.hash)
+            return all.value.map((r) => r.version)
           }
-          return (yield* localReleases(name).pipe(Effect.provideService(ObjectStore, store))).map((r) => r.version)
-        }),
+        }
+        return (yield* localReleases(name).pipe(Effect.provideService(ObjectStore, store))).map((r) => r.version)
+      })
+    const listing = new Map<string, ReturnType<typeof versionsOnce>>()
+    const versionsOf = (name: PackageName) =>
+      Effect.suspend(() => {
+        const running = listing.get(name)
+        if (running !== undefined) return running
+        return Effect.flatMap(Effect.cached(versionsOnce(name)), (once) => {
+          listing.set(name, once)
+          return once
+        })
+      })
+    const pinOf = (name: PackageName, version: Version) => Option.isSome(lock) ? lockedEntry(lock.value, name, version) : undefined
+    const obtainPlanned = (name: PackageName, version: Version) =>
+      obtain(name, version, Option.fromNullable(remoteHashes.get(`${name}@${version}`)), pinOf(name, version))
+
+    /**
+     * Cold installs: once a release's dependencies are known, the versions and releases the resolver will most
+     * likely ask for next (the locked version, else the highest in range) are fetched in the background, up to
+     * the Remote's pooled connections at once; the resolver then joins them. A guess the resolver does not take
+     * only leaves a verified release in the local store. Errors are left for the resolver's own request to meet.
+     */
+    const prefetches = yield* FiberSet.make()
+    const prefetch = (deps: Readonly<Record<string, Range>>) =>
+      Effect.forEach(Object.entries(deps), ([dep, range]) => {
+        const name = PackageName.make(dep)
+        const guess = Effect.gen(function* () {
+          const versions = yield* versionsOf(name)
+          const locked = Option.isSome(lock) ? lock.value.packages.find((p) => p.name === name && semver.satisfies(p.version, range)) : undefined
+          const pick = locked?.version ?? semver.maxSatisfying([...versions], range)
+          if (pick !== null) yield* obtainPlanned(name, Version.make(pick))
+        })
+        return FiberSet.run(prefetches, Effect.ignore(guess))
+      }, { discard: true })
+
+    const source = {
+      versions: versionsOf,
       dependencies: (name: PackageName, version: Version) =>
-        Effect.map(
-          obtain(name, version, Option.fromNullable(remoteHashes.get(`${name}@${version}`)), Option.isSome(lock) ? lockedEntry(lock.value, name, version) : undefined),
-          (info): Readonly<Record<string, Range>> => info.dependencies
+        obtainPlanned(name, version).pipe(
+          Effect.tap((info) => prefetch(info.dependencies)),
+          Effect.map((info): Readonly<Record<string, Range>> => info.dependencies)
         )
     }
 
@@ -334,14 +400,14 @@ export const install = (options: InstallOptions) =>
     // ---- fetch and verify everything in the plan
     const total = plan.packages.length
     let done = 0
-    for (const p of plan.packages) {
-      const pin = Option.isSome(lock) ? lockedEntry(lock.value, p.name, p.version) : undefined
-      yield* obtain(p.name, p.version, Option.fromNullable(remoteHashes.get(`${p.name}@${p.version}`)), pin).pipe(
-        Effect.catchTag("ServerUnreachable", (e) => Effect.fail(e))
-      )
-      done++
-      yield* emit({ _tag: "Fetching", done, total, bytes: fetchedBytes, name: `${p.name}@${p.version}` })
-    }
+    // (A lockfile's plan fetches its missing releases side by side; after a resolution they are all here.)
+    yield* Effect.forEach(plan.packages, (p) =>
+      obtainPlanned(p.name, p.version).pipe(
+        Effect.zipRight(Effect.suspend(() => {
+          done++
+          return emit({ _tag: "Fetching", done, total, bytes: fetchedBytes, name: `${p.name}@${p.version}` })
+        }))
+      ), { concurrency: DEFAULT_CONNECTIONS, discard: true })
 
     // ---- lay out
     const placements = layout(plan.roots, plan.packages)
@@ -423,7 +489,7 @@ export const install = (options: InstallOptions) =>
       connected: yield* remote.connected,
       cycles: plan.cycles
     } satisfies InstallResult
-  })
+  }))
 
 const caretOf = (version: Version): string => (semver.prerelease(version) === null ? `^${version}` : version)
 

@@ -1,7 +1,8 @@
 /**
  * Remote: the client's connection to its server, opened lazily and at most once per command. A command that
  * finds everything it needs in the local store never connects (`upm install` with a current lockfile does no
- * network work at all).
+ * network work at all). Independent transfers (an install's packages) borrow up to `connections` further
+ * connections, since one session runs its operations one at a time.
  */
 import { Context, Duration, Effect, Layer, type Option, Schema, Scope } from "effect"
 import { ClientConfig, type InvalidServerAddress, type ServerAddress, type Source } from "./ClientConfig.js"
@@ -20,15 +21,28 @@ export class Remote extends Context.Tag("upm/Remote")<Remote, {
   readonly address: Effect.Effect<{ readonly address: ServerAddress; readonly source: Source }, InvalidServerAddress>
   /** The sync session, connected on first use and shared by the rest of the command. */
   readonly session: Effect.Effect<SyncSession, ServerUnreachable | SyncClientError | InvalidServerAddress>
-  /** Whether `session` has been opened (for tests and for "did we touch the network?"). */
+  /**
+   * Runs `f` on one of up to `connections` pooled connections (opened on first need, reused, closed with the
+   * command), so that independent operations run side by side. A connection whose operation failed is not reused.
+   */
+  readonly withConnection: <A, E>(
+    f: (session: SyncSession) => Effect.Effect<A, E>
+  ) => Effect.Effect<A, E | ServerUnreachable | SyncClientError | InvalidServerAddress>
+  /** Whether a connection has been opened (for tests and for "did we touch the network?"). */
   readonly connected: Effect.Effect<boolean>
 }>() {}
 
-/** The remote for one command, given its `--server` flag; the connection closes with the layer's scope. */
-export const layer = (flag: Option.Option<string>): Layer.Layer<Remote, never, ClientConfig | SyncClient> =>
-  Layer.scoped(Remote, make(flag))
+/** Pooled connections of one command (`withConnection`): a few, to overlap round trips without crowding the server. */
+export const DEFAULT_CONNECTIONS = 4
 
-export const make = (flag: Option.Option<string>): Effect.Effect<Remote["Type"], never, ClientConfig | SyncClient | Scope.Scope> =>
+/** The remote for one command, given its `--server` flag; the connections close with the layer's scope. */
+export const layer = (flag: Option.Option<string>, connections = DEFAULT_CONNECTIONS): Layer.Layer<Remote, never, ClientConfig | SyncClient> =>
+  Layer.scoped(Remote, make(flag, connections))
+
+export const make = (
+  flag: Option.Option<string>,
+  connections = DEFAULT_CONNECTIONS
+): Effect.Effect<Remote["Type"], never, ClientConfig | SyncClient | Scope.Scope> =>
   Effect.gen(function* () {
     const config = yield* ClientConfig
     const client = yield* SyncClient
@@ -54,7 +68,16 @@ export const make = (flag: Option.Option<string>): Effect.Effect<Remote["Type"],
       return session
     })
     const session = yield* Effect.cached(open)
-    return Remote.of({ address, session, connected: Effect.sync(() => opened) })
+    const idle: Array<SyncSession> = []
+    const permits = yield* Effect.makeSemaphore(Math.max(1, connections))
+    const withConnection = <A, E>(f: (session: SyncSession) => Effect.Effect<A, E>) =>
+      permits.withPermits(1)(Effect.gen(function* () {
+        const borrowed = idle.pop() ?? (yield* open)
+        const result = yield* f(borrowed)
+        idle.push(borrowed)
+        return result
+      }))
+    return Remote.of({ address, session, withConnection, connected: Effect.sync(() => opened) })
   })
 
 const sourceText: Record<Source, string> = {
