@@ -20,8 +20,10 @@ import type { PackageName, Range } from "../domain/Package.js"
 import { parseRelease, Version } from "../domain/Package.js"
 import * as Codec from "../protocol/SyncCodec.js"
 import { ConnectionError, type Protocol } from "./Connection.js"
-import { getDecoded, getFramed, missingReachable, ObjectStore } from "./ObjectStore.js"
-import { closure, makeFrontier, makePutBuffer, type Needed, walkParentFirst } from "./SyncGraph.js"
+import { getDecoded, getDeflated, getFramed, missingReachable, ObjectStore } from "./ObjectStore.js"
+import {
+  closure, inflateSend, makeFrontier, makePutBuffer, type Needed, walkParentFirst, walkParentFirstDeflated
+} from "./SyncGraph.js"
 
 // ---------------------------------------------------------------------------------------------
 // Errors and values
@@ -65,6 +67,9 @@ export interface TransferOptions {
    */
   readonly haves?: ReadonlyArray<ObjectHash>
 }
+
+/** The protocol version with deflated SENDs (SyncServer.DEFLATE_VERSION). */
+const DEFLATE_VERSION = 3
 
 /** Hashes per v2 `fetch` query (the rest go in further fetches, sent at once). */
 const FETCH_BATCH = 500
@@ -113,6 +118,8 @@ export interface SyncSession {
   /** Links this connection to a message session's conversation before a push (`attach <token>`). */
   readonly attach: (token: string) => Effect.Effect<void, SyncClientError>
   readonly pull: (root: ObjectHash, options?: TransferOptions) => Effect.Effect<PullResult, SyncClientError>
+  /** Pulls the graphs of several roots in one exchange (v2: one `fetch` wave for all; peers catching up). */
+  readonly pullAll: (roots: ReadonlyArray<ObjectHash>, options?: TransferOptions) => Effect.Effect<Omit<PullResult, "root">, SyncClientError>
   readonly push: (tagHash: ObjectHash, options?: TransferOptions) => Effect.Effect<PushResult, SyncClientError>
 }
 
@@ -123,6 +130,8 @@ export interface SyncClientOptions {
   readonly maxWantBatches: number
   /** Largest object accepted. */
   readonly maxObjectSize: number
+  /** Version 3 (deflated SENDs): most bytes an object may inflate to per byte received. */
+  readonly maxInflateRatio: number
   readonly maxTextSize: number
   /** Longest wait for the server's next frame. */
   readonly timeout: Duration.Duration
@@ -134,9 +143,10 @@ export interface SyncClientOptions {
 }
 
 export const defaultOptions: SyncClientOptions = {
-  versions: [0, 2],
+  versions: [0, 2, 3],
   maxWantBatches: 16,
   maxObjectSize: 128 * 1024 * 1024,
+  maxInflateRatio: 1032,
   maxTextSize: 1024 * 1024,
   timeout: Duration.seconds(120),
   verdictTimeout: Duration.minutes(30)
@@ -233,15 +243,22 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         })
       )
 
-    // Handshake
-    yield* writeFrame(Codec.hello(options.versions))
+    // Handshake. Version 3 (deflated SENDs) only from a store that keeps objects deflated (docs/protocol.md).
+    const offered = options.versions.filter((v) => v !== DEFLATE_VERSION || store.getDeflated !== undefined)
+    yield* writeFrame(Codec.hello(offered))
     const welcome = yield* next.pipe(
       Effect.mapError((e) => (e.reason === "Remote" ? clientError("Handshake", `server refused: ${e.detail}`) : e))
     )
-    if (welcome._tag !== "Welcome" || !options.versions.includes(welcome.version)) {
+    if (welcome._tag !== "Welcome" || !offered.includes(welcome.version)) {
       return yield* Effect.fail(clientError("Handshake", `expected "lit!<version>" from the server, got ${welcome._tag}`))
     }
     const version = welcome.version
+    const deflated = version >= DEFLATE_VERSION
+    /** A received SEND's payload as the framed object: inflated under the size and ratio limits in version 3. */
+    const unpack = (data: Uint8Array): Either.Either<Uint8Array, SyncClientError> =>
+      deflated
+        ? Either.mapLeft(inflateSend(data, options), (e) => clientError("BadObject", e.detail))
+        : Either.right(data)
     const lock = yield* Effect.makeSemaphore(1)
     const serial = <A, E>(effect: Effect.Effect<A, E>) => lock.withPermits(1)(effect)
     const storeFailed = (e: { readonly _tag: string }) => clientError("Store", `local store failed (${e._tag})`)
@@ -327,11 +344,12 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
           if (frame._tag !== "Send") {
             return yield* Effect.fail(clientError("Protocol", `expected SEND during a pull, got ${frame._tag}`))
           }
-          const hash = sha1(frame.data)
+          const data = yield* unpack(frame.data)
+          const hash = sha1(data)
           if (!asked.has(hash)) {
             return yield* Effect.fail(clientError("Unsolicited", `the server sent ${hash}, which was not asked for`))
           }
-          const object = yield* accept(frame.data, hash, announced.get(hash))
+          const object = yield* accept(data, hash, announced.get(hash))
           asked.delete(hash)
           const counter = batchOf.get(hash)
           batchOf.delete(hash)
@@ -375,7 +393,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         let done = 0
         /** Takes the frames waiting in `ready`: the objects to store, and the error that stopped it, if any. */
         const takeReady = () => {
-          const objects: Array<GitObject> = []
+          const objects: Array<readonly [GitObject, Uint8Array | undefined]> = []
           let at = 0
           let failure: SyncClientError | undefined
           for (; at < ready.length && done < batches.length && failure === undefined; at++) {
@@ -390,12 +408,17 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
               failure = clientError("Protocol", `unexpected ${frame._tag} during a fetch`)
               continue
             }
-            const hash = sha1(frame.data)
+            const unpacked = unpack(frame.data)
+            if (Either.isLeft(unpacked)) {
+              failure = unpacked.left
+              continue
+            }
+            const hash = sha1(unpacked.right)
             if (!permitted.has(hash)) {
               failure = clientError("Unsolicited", `the server sent ${hash}, which is not below what was fetched`)
               continue
             }
-            const checked = check(frame.data, hash, permitted.get(hash))
+            const checked = check(unpacked.right, hash, permitted.get(hash))
             if (Either.isLeft(checked)) {
               failure = checked.left
               continue
@@ -409,7 +432,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
                 known++
               }
             }
-            objects.push(object)
+            objects.push([object, deflated ? frame.data : undefined])
             stats.objects++
             stats.bytes += frame.data.length
           }
@@ -423,7 +446,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
           }
           const { objects, failure } = takeReady()
           // What was checked is stored even when a later frame of the chunk was refused (a resume needs less).
-          for (const object of objects) yield* puts.add(object).pipe(Effect.mapError(storeFailed))
+          for (const [object, asReceived] of objects) yield* puts.add(object, asReceived).pipe(Effect.mapError(storeFailed))
           if (failure !== undefined) return yield* Effect.fail(failure)
           yield* onProgress({ direction: "pull", objects: stats.objects, bytes: stats.bytes, known })
         }
@@ -432,39 +455,48 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         return permitted.size === 0
       })
 
-    const pullGraph = (root: ObjectHash, opts: TransferOptions = {}) =>
+    const pullGraphs = (roots: ReadonlyArray<ObjectHash>, opts: TransferOptions = {}) =>
       serial(Effect.gen(function* () {
         const onProgress = opts.onProgress ?? (() => Effect.void)
         const stats: Stats = { objects: 0, bytes: 0, wants: 0, rounds: 0 }
         // However the pull ends, what was received and checked is written (a resumed pull needs less).
         // Each walk of the local graph (missingBelow) also serves as the previous step's completeness check.
+        // Several roots: what their graphs miss, once (graphs of releases of one package share most objects).
+        const missingBelowAll = roots.length === 1
+          ? missingBelow(roots[0]!)
+          : Effect.map(Effect.forEach(roots, missingBelow), (lists) => [...new Set(lists.flat())])
         yield* Effect.gen(function* () {
-          let missing = yield* missingBelow(root)
+          let missing = yield* missingBelowAll
           if (version >= 2 && missing.length > 0) {
             // Everything below the missing frontier arrived: the graph is complete, no need to walk it again.
             const complete = yield* fetchStream(missing, opts.haves ?? [], stats, onProgress)
-            missing = complete ? [] : yield* missingBelow(root)
+            missing = complete ? [] : yield* missingBelowAll
           }
           if (missing.length > 0) {
             yield* wantLoop(missing, stats, onProgress)
-            const left = yield* missingBelow(root)
+            const left = yield* missingBelowAll
             if (left.length > 0) {
-              return yield* Effect.fail(clientError("Missing", `graph of ${root} still misses ${left.length} objects`))
+              return yield* Effect.fail(clientError("Missing", `graph of ${roots.join(", ").slice(0, 200)} still misses ${left.length} objects`))
             }
           }
         }).pipe(Effect.ensuring(Effect.ignore(flushPuts)))
-        return { root, ...stats } satisfies PullResult
+        return stats
       }))
+
+    const pullGraph = (root: ObjectHash, opts: TransferOptions = {}) =>
+      Effect.map(pullGraphs([root], opts), (stats) => ({ root, ...stats }) satisfies PullResult)
 
     const pushGraph = (tagHash: ObjectHash, opts: TransferOptions = {}) =>
       serial(Effect.gen(function* () {
         const onProgress = opts.onProgress ?? (() => Effect.void)
-        const missing = yield* missingBelow(tagHash)
+        // v0 checks the local graph first; v2 finds a missing object while it streams (then "Missing" too).
+        const missing = version >= 2 ? [] : yield* missingBelow(tagHash)
         if (missing.length > 0) {
           return yield* Effect.fail(clientError("Missing", `the local graph of ${tagHash} misses ${missing.length} objects`))
         }
+        // In version 3 an object travels as the store keeps it (deflated); else framed.
         const framedOf = (hash: ObjectHash) =>
-          provided(getFramed(hash)).pipe(
+          provided(deflated ? getDeflated(hash) : getFramed(hash)).pipe(
             Effect.catchTag("ObjectNotFound", () =>
               Effect.fail(clientError("Missing", `the server asked for ${hash}, which is not in the local store`))),
             Effect.mapError((e) => (e._tag === "SyncClientError" ? e : storeFailed(e)))
@@ -500,11 +532,17 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
             const haves = parsed.slice(needCount)
             const skip = yield* provided(closure(haves)).pipe(Effect.mapError(storeFailed))
             known = needed.length
-            yield* provided(walkParentFirst(needed, skip, (_hash, framed) =>
+            const visit = (_hash: ObjectHash, payload: Uint8Array) =>
               Effect.zipRight(
-                sendObject(framed),
+                sendObject(payload),
                 objects % 64 === 0 ? onProgress({ direction: "push", objects, bytes, known: objects }) : Effect.void
-              ))).pipe(Effect.mapError((e) => (e._tag === "SyncClientError" ? e : storeFailed(e))))
+              )
+            yield* provided(deflated ? walkParentFirstDeflated(needed, skip, visit) : walkParentFirst(needed, skip, visit)).pipe(
+              Effect.mapError((e) =>
+                e._tag === "SyncClientError" ? e
+                  : e._tag === "ObjectNotFound" ? clientError("Missing", `the local graph of ${tagHash} misses ${e.hash}`)
+                  : storeFailed(e))
+            )
             yield* out.flush
             yield* writeFrame(Codec.query(`verify ${tagHash}`))
             known = objects
@@ -565,6 +603,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         Effect.flatMap(query(`attach ${token}`), (text) =>
           text === "attached" ? Effect.void : Effect.fail(clientError("Protocol", `unexpected reply to attach: ${text}`))),
       pull: pullGraph,
+      pullAll: pullGraphs,
       push: pushGraph
     } satisfies SyncSession
   })
