@@ -108,7 +108,7 @@ const replicationError = (reason: ReplicationError["reason"], detail: string) =>
  * Pulls one release over an open session, verifies it as a publish is verified, and seals it. "AlreadySealed"
  * when this very hash is held; a ReplicationError("Conflict") when another hash is.
  */
-export const fetchAndSeal = (session: SyncClient.SyncSession, release: ReleaseRef) =>
+export const fetchAndSeal = (session: SyncClient.SyncSession, release: ReleaseRef, options: { readonly prefetched?: boolean } = {}) =>
   Effect.gen(function* () {
     const store = yield* ObjectStore
     const registry = yield* Registry
@@ -122,9 +122,12 @@ export const fetchAndSeal = (session: SyncClient.SyncSession, release: ReleaseRe
       if (held.value === release.hash) return "AlreadySealed" as const
       return yield* Effect.fail(conflict(held.value))
     }
-    yield* session.pull(release.hash).pipe(
-      Effect.mapError((e) => replicationError(e.reason === "Connect" || e.reason === "Closed" || e.reason === "Timeout" ? "Unreachable" : "Transfer", `${label}: ${e.detail}`))
-    )
+    // Prefetched: the graph came in a wave with others (Registry.seal still checks that it is complete).
+    if (options.prefetched !== true) {
+      yield* session.pull(release.hash).pipe(
+        Effect.mapError((e) => replicationError(e.reason === "Connect" || e.reason === "Closed" || e.reason === "Timeout" ? "Unreachable" : "Transfer", `${label}: ${e.detail}`))
+      )
+    }
     const object = yield* getDecoded(release.hash).pipe(Effect.mapError(storeFailed))
     if (object.type !== "tag") return yield* Effect.fail(replicationError("Mismatch", `${label}: ${release.hash} is a ${object.type}, not a release tag`))
     const verified = yield* verifier.verifyTag(release.hash, object.tag).pipe(
@@ -235,10 +238,24 @@ export const make = (config: PeersConfig) =>
     const pullBatch = (peer: PeerEntry, jobs: ReadonlyArray<Job>) =>
       Effect.scoped(Effect.gen(function* () {
         const session = yield* connectTo(peer)
+        // One fetch wave for the graphs of every release not held yet (v2: one round trip for the batch); each
+        // release is then verified and sealed on its own. If the wave fails (a release the peer no longer has,
+        // a bad object), each release is pulled on its own, which sorts it out.
+        const wanted = yield* Effect.filter(jobs, (job) =>
+          Effect.map(Effect.option(store.readRef(RefName.make(releaseRefName(job.release.name, job.release.version)))), (held) =>
+            Option.isNone(held) || Option.isNone(held.value)))
+        let prefetched = false
+        if (wanted.length > 1) {
+          const wave = yield* Effect.either(session.pullAll(wanted.map((j) => j.release.hash)))
+          if (Either.isLeft(wave) && (wave.left.reason === "Connect" || wave.left.reason === "Closed" || wave.left.reason === "Timeout")) {
+            return yield* Effect.fail(replicationError("Unreachable", `${peer.name}: ${wave.left.detail}`))
+          }
+          prefetched = Either.isRight(wave)
+        }
         for (const job of jobs) {
           const label = releaseTagName(job.release.name, job.release.version)
           yield* setOrigin(job.release.hash, peer.name)
-          const result = yield* fetchAndSeal(session, job.release).pipe(
+          const result = yield* fetchAndSeal(session, job.release, { prefetched }).pipe(
             Effect.provide(context),
             Effect.either,
             Effect.tap((r) => (Either.isRight(r) && r.right === "Sealed" ? Effect.void : setOrigin(job.release.hash, undefined))),
