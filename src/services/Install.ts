@@ -210,6 +210,7 @@ export const install = (options: InstallOptions) =>
      * prefetch already under way is joined, not repeated.
      */
     const obtaining = new Map<string, ReturnType<typeof obtainOnce>>()
+    let requested = 0
     const obtain = (name: PackageName, version: Version, hint: Option.Option<ObjectHash>, pin: LockedPackage | undefined) =>
       Effect.suspend(() => {
         const key = `${name}@${version}`
@@ -217,6 +218,7 @@ export const install = (options: InstallOptions) =>
         if (running !== undefined) return running
         return Effect.flatMap(Effect.cached(obtainOnce(name, version, hint, pin)), (once) => {
           obtaining.set(key, once)
+          requested++
           return once
         })
       })
@@ -303,6 +305,8 @@ export const install = (options: InstallOptions) =>
         if (Option.isNone(before)) yield* emit({ _tag: "Trusted", owner: ownerOf(name), keys: serverKeys })
         yield* sealRef(RefName.make(releaseRefName(name, version)), hash)
         fetched.add(`${name}@${version}`)
+        // While resolving, the total is what is known so far.
+        yield* emit({ _tag: "Fetching", done: fetched.size, total: Math.max(requested, fetched.size), bytes: fetchedBytes, name: `${name}@${version}` })
       })
 
 

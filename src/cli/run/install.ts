@@ -12,7 +12,7 @@ import { bar, transferPayload } from "./progress.js"
 
 export const install = (o: Command.Command.ParseConfig<typeof installConfig>) =>
   Effect.scoped(Effect.gen(function* () {
-    const progress = yield* bar("installing {bar} {value}/{total} packages | {bytes} | {rate}")
+    const progress = yield* bar("installing {bar} {value}/{total} packages | {bytes} | {rate}", transferPayload(0, 0))
     const start = yield* Clock.currentTimeMillis
     const onEvent = (e: InstallEvent): Effect.Effect<void> => {
       switch (e._tag) {

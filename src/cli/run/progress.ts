@@ -11,8 +11,11 @@ export interface Bar {
 
 const none: Bar = { update: () => Effect.void }
 
-/** An overall bar on stderr for the scope's lifetime; a no-op when stderr is not a terminal. */
-export const bar = (format: string): Effect.Effect<Bar, never, Scope.Scope> =>
+/**
+ * An overall bar on stderr for the scope's lifetime; a no-op when stderr is not a terminal. `initial` fills the
+ * format's own tokens until the first update (else the first frame shows `{bytes}`).
+ */
+export const bar = (format: string, initial: Record<string, string> = {}): Effect.Effect<Bar, never, Scope.Scope> =>
   isTty()
     ? Effect.gen(function* () {
       const { default: progress } = yield* Effect.promise(() => import("cli-progress"))
@@ -22,7 +25,7 @@ export const bar = (format: string): Effect.Effect<Bar, never, Scope.Scope> =>
             { format, stream: process.stderr, hideCursor: true, clearOnComplete: true, etaBuffer: 20 },
             progress.Presets.shades_classic
           )
-          instance.start(1, 0, {})
+          instance.start(1, 0, initial)
           return instance
         }),
         (instance) => Effect.sync(() => instance.stop())

@@ -44,7 +44,7 @@ const run = (
   Effect.scoped(Effect.gen(function* () {
     const passphrase = yield* passphrasePrompt
     const attach = conversation ? Option.some(yield* openConversation) : Option.none<string>()
-    const progress = yield* bar("publishing {bar} {value}/{total} objects | {bytes} | {rate}")
+    const progress = yield* bar("publishing {bar} {value}/{total} objects | {bytes} | {rate}", transferPayload(0, 0))
     const start = yield* Clock.currentTimeMillis
     const result = yield* runPublish({
       dir: o.dir,
