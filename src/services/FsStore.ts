@@ -9,16 +9,18 @@
  *   fsynced into it, then renamed over the ref. git itself honours the same lock files. Inside one process a
  *   semaphore serialises ref updates, so the lock file is only contended between processes (then retried briefly).
  * - Reads verify: an object that does not inflate, frame or hash to its name is a CorruptObject naming it.
- * - The hot write path (put, putMany, has, missing) makes synchronous node:fs calls for objects under 128 KiB, in
- *   slices that yield to other fibers in between, as git does on one thread: through the platform FileSystem each
- *   object cost four thread-pool round trips and a failed stat an error object (docs/storage.md has the figures).
- *   Bigger objects, refs and reads go through the platform FileSystem.
+ * - The hot path (put, putMany, has, missing, get) makes synchronous node:fs calls for objects under 128 KiB
+ *   (writes in slices that yield to other fibers in between), as git does on one thread: through the platform
+ *   FileSystem each object cost several thread-pool round trips and a failed stat an error object
+ *   (docs/storage.md has the figures). Bigger objects and refs go through the platform FileSystem.
  */
 import { FileSystem, Path } from "@effect/platform"
 import type { PlatformError } from "@effect/platform/Error"
 import { Effect, Either, Layer, Option, Schedule, Schema } from "effect"
 import { randomBytes } from "node:crypto"
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, statSync, unlinkSync, writeSync } from "node:fs"
+import {
+  closeSync, fstatSync, fsyncSync, mkdirSync, openSync, readSync, renameSync, statSync, unlinkSync, writeSync
+} from "node:fs"
 import { join } from "node:path"
 import { deflate, deflateSync, inflate } from "node:zlib"
 import { batches } from "../domain/Batches.js"
@@ -247,10 +249,27 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
         )
       })
 
-    const readStored = (hash: ObjectHash, op: "get") =>
-      fs.readFile(fileOf(hash)).pipe(
-        Effect.mapError((e) => isNotFound(e) ? new ObjectNotFound({ hash }) : fail(op, `reading ${hash}`)(e))
-      )
+    /**
+     * The stored (deflated) bytes. A loose object under 128 KiB is read synchronously (open, fstat, read, close:
+     * the same calls git makes); a bigger one, or one that grew past the fstat size, through the platform.
+     */
+    const readStored = (hash: ObjectHash, op: "get"): Effect.Effect<Uint8Array, ObjectNotFound | StoreError> =>
+      Effect.suspend(() => {
+        const file = fileOf(hash)
+        let small: Uint8Array | undefined
+        try {
+          small = readSmallSync(file)
+        } catch (e) {
+          return Effect.fail(
+            typeof e === "object" && e !== null && "code" in e && e.code === "ENOENT"
+              ? new ObjectNotFound({ hash })
+              : fail(op, `reading ${hash}`)(e)
+          )
+        }
+        return small !== undefined ? Effect.succeed(small) : fs.readFile(file).pipe(
+          Effect.mapError((e) => isNotFound(e) ? new ObjectNotFound({ hash }) : fail(op, `reading ${hash}`)(e))
+        )
+      })
 
     const get = (hash: ObjectHash): Effect.Effect<StoredObject, ObjectNotFound | CorruptObject | StoreError> =>
       readStored(hash, "get").pipe(
@@ -504,6 +523,24 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
       putDeflated
     })
   })
+
+/** A file's bytes when it is under ASYNC_ZLIB bytes, else undefined (read it asynchronously). Throws. */
+const readSmallSync = (file: string): Uint8Array | undefined => {
+  const fd = openSync(file, "r")
+  try {
+    const size = fstatSync(fd).size
+    if (size >= ASYNC_ZLIB) return undefined
+    const bytes = Buffer.allocUnsafe(size + 1) // one byte more: a file that grew since fstat is read asynchronously
+    let read = 0
+    for (let n = -1; n !== 0 && read < bytes.length;) {
+      n = readSync(fd, bytes, read, bytes.length - read, null)
+      read += n
+    }
+    return read > size ? undefined : new Uint8Array(bytes.buffer, bytes.byteOffset, read)
+  } finally {
+    closeSync(fd)
+  }
+}
 
 const isPlatformNotFound = (cause: unknown): boolean =>
   typeof cause === "object" && cause !== null && "_tag" in cause && cause._tag === "SystemError" &&
