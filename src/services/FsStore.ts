@@ -508,9 +508,22 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
         return hash
       })
 
+    /** Deflated objects already hashed by the caller (sync SENDs), written as they are; small ones synchronously. */
+    const putDeflatedMany = (objects: ReadonlyArray<{ readonly hash: ObjectHash; readonly deflated: Uint8Array }>) =>
+      Effect.forEach(objects, ({ hash, deflated }) =>
+        deflated.length < ASYNC_ZLIB
+          ? Effect.try({
+            try: () => {
+              if (!presentSync(hash)) writeObjectSync(hash, deflated)
+            },
+            catch: fail("put", `writing ${hash}`)
+          })
+          : Effect.flatMap(present(hash, "put"), (exists) => (exists ? Effect.void : writeObject(hash, deflated))), { discard: true })
+
     return ObjectStore.of({
       put,
       putMany,
+      putDeflatedMany,
       get,
       has: (hash) => present(hash, "has"),
       missing,

@@ -122,6 +122,14 @@ export class ObjectStore extends Context.Tag("upm/ObjectStore")<ObjectStore, {
     deflated: Uint8Array,
     maxSize?: number
   ) => Effect.Effect<ObjectHash, InvalidObject | StoreError>
+  /**
+   * Optional: stores zlib-deflated framed objects whose hashes the caller has already computed from their inflated
+   * bytes (the sync protocol inflates every deflated SEND to hash it), as they are: no second inflate, no
+   * recompression. Reads still verify every object against its hash.
+   */
+  readonly putDeflatedMany?: (
+    objects: ReadonlyArray<{ readonly hash: ObjectHash; readonly deflated: Uint8Array }>
+  ) => Effect.Effect<void, StoreError>
 }>() {}
 
 // ---------------------------------------------------------------------------------------------

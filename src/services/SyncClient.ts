@@ -393,7 +393,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         let done = 0
         /** Takes the frames waiting in `ready`: the objects to store, and the error that stopped it, if any. */
         const takeReady = () => {
-          const objects: Array<readonly [GitObject, Uint8Array | undefined]> = []
+          const objects: Array<readonly [GitObject, { readonly hash: ObjectHash; readonly deflated: Uint8Array } | undefined]> = []
           let at = 0
           let failure: SyncClientError | undefined
           for (; at < ready.length && done < batches.length && failure === undefined; at++) {
@@ -432,7 +432,7 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
                 known++
               }
             }
-            objects.push([object, deflated ? frame.data : undefined])
+            objects.push([object, deflated ? { hash, deflated: frame.data } : undefined])
             stats.objects++
             stats.bytes += frame.data.length
           }

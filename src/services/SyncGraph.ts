@@ -5,9 +5,12 @@
  * complete are remembered for the rest of the session.
  */
 import { Effect, Either } from "effect"
-import { children, decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
+import { children, decodeFramed, decodeObject, type GitObject, hashOf, type ObjectType } from "../domain/GitObject.js"
 import type { ObjectHash } from "../domain/ObjectHash.js"
-import { CorruptObject, getDecoded, getFramed, missingReachable, ObjectStore, type StoredObject } from "./ObjectStore.js"
+import {
+  CorruptObject, DEFAULT_MAX_OBJECT, getDecoded, getDeflated, getFramed, inflateExact, inflateFramed, missingReachable,
+  ObjectStore, type StoredObject
+} from "./ObjectStore.js"
 
 export interface Needed {
   readonly hash: ObjectHash
@@ -104,6 +107,86 @@ export const walkParentFirst = <E, R>(
     return count
   })
 
+/**
+ * Protocol version 3 (docs/protocol.md): a SEND carries the zlib-deflated framed object. The same walk as
+ * walkParentFirst, visiting each object's deflated bytes as the store keeps them: blobs (their type known from
+ * the tree that names them) are neither inflated nor hashed here (the receiver hashes what it gets); trees and
+ * tags are inflated, checked and decoded to find their children.
+ */
+export const walkParentFirstDeflated = <E, R>(
+  roots: ReadonlyArray<ObjectHash>,
+  skip: ReadonlySet<ObjectHash>,
+  visit: (hash: ObjectHash, deflated: Uint8Array) => Effect.Effect<void, E, R>
+) =>
+  Effect.gen(function* () {
+    const seen = new Set<ObjectHash>()
+    let frontier: Array<{ readonly hash: ObjectHash; readonly type: ObjectType | undefined }> =
+      roots.filter((h) => !skip.has(h)).map((hash) => ({ hash, type: undefined }))
+    let count = 0
+    while (frontier.length > 0) {
+      const next: Array<{ readonly hash: ObjectHash; readonly type: ObjectType | undefined }> = []
+      const level = frontier.filter((item) => {
+        if (seen.has(item.hash)) return false
+        seen.add(item.hash)
+        return true
+      })
+      for (let at = 0; at < level.length; at += READ_WINDOW) {
+        const read = yield* Effect.forEach(level.slice(at, at + READ_WINDOW), readDeflated, { concurrency: 16 })
+        for (const [hash, deflated, object] of read) {
+          yield* visit(hash, deflated)
+          count++
+          if (object === undefined) continue
+          for (const child of children(object)) if (!skip.has(child.hash) && !seen.has(child.hash)) next.push(child)
+        }
+      }
+      frontier = next
+    }
+    return count
+  })
+
+/** An object's deflated bytes as stored; decoded (and its hash checked) unless its parent says it is a blob. */
+export const readDeflated = (item: { readonly hash: ObjectHash; readonly type: ObjectType | undefined }) =>
+  Effect.flatMap(
+    getDeflated(item.hash),
+    (deflated): Effect.Effect<readonly [ObjectHash, Uint8Array, GitObject | undefined], CorruptObject> => {
+      if (item.type === "blob") return Effect.succeed([item.hash, deflated, undefined] as const)
+      const corrupt = (detail: string) => new CorruptObject({ hash: item.hash, detail })
+      return inflateFramed(deflated, DEFAULT_MAX_OBJECT).pipe(
+        Effect.mapError((e) => corrupt(`${e.reason}: ${e.detail}`)),
+        Effect.flatMap(({ type, body }) => {
+          const actual = hashOf(type, body)
+          if (actual !== item.hash) return Effect.fail(corrupt(`content hashes to ${actual}`))
+          return Either.match(decodeObject(type, body), {
+            onLeft: (e) => Effect.fail(corrupt(`${e.reason}: ${e.detail}`)),
+            onRight: (object) => Effect.succeed([item.hash, deflated, object] as const)
+          })
+        })
+      )
+    }
+  )
+
+/**
+ * Inflates a version-3 SEND (zlib-deflated framed object) under two limits: at most `maxObjectSize` body bytes,
+ * and at most `maxInflateRatio` bytes out per byte in (a few bytes of a hostile zlib stream can stand for
+ * gigabytes). Also refused: a stream that does not inflate, or is followed by garbage.
+ */
+export const inflateSend = (
+  deflated: Uint8Array,
+  limits: { readonly maxObjectSize: number; readonly maxInflateRatio: number }
+): Either.Either<Uint8Array, { readonly reason: "Limit" | "BadObject"; readonly detail: string }> => {
+  const byRatio = Math.ceil(deflated.length * limits.maxInflateRatio)
+  const max = Math.min(limits.maxObjectSize + 32, byRatio)
+  return Either.mapLeft(inflateExact(deflated, max), (e) =>
+    e.reason === "TooLarge"
+      ? {
+        reason: "Limit" as const,
+        detail: byRatio < limits.maxObjectSize + 32
+          ? `deflated SEND of ${deflated.length} bytes inflates past ${max} bytes (inflate ratio limit ${limits.maxInflateRatio})`
+          : `deflated SEND inflates past the object size limit of ${limits.maxObjectSize} bytes`
+      }
+      : { reason: "BadObject" as const, detail: `deflated SEND: ${e.detail}` })
+}
+
 /** Objects read at once by walkParentFirst and readFramed callers: bounds memory to this many objects. */
 export const READ_WINDOW = 64
 
@@ -118,24 +201,39 @@ export const readFramed = (hashes: ReadonlyArray<ObjectHash>) =>
 
 /**
  * Objects received but not yet written, written together with `putMany` (one transaction on SQL stores,
- * parallel files on the fs store) once `maxObjects` or `maxBytes` are waiting, or when the caller flushes
- * (before it waits on the network, before it looks at the store, at the end).
+ * synchronous small writes on the fs store) once `maxObjects` or `maxBytes` are waiting, or when the caller
+ * flushes (before it waits on the network, before it looks at the store, at the end). An object that arrived
+ * deflated (protocol version 3) is given with those bytes: a store with `putDeflated` keeps them as they are,
+ * without compressing the object again.
  */
 export const makePutBuffer = (store: ObjectStore["Type"], maxObjects = 256, maxBytes = 8 * 1024 * 1024) => {
   let pending: Array<StoredObject> = []
+  let deflated: Array<{ readonly hash: ObjectHash; readonly deflated: Uint8Array }> = []
   let bytes = 0
+  const putDeflatedMany = store.putDeflatedMany
   const flush = Effect.suspend(() => {
-    if (pending.length === 0) return Effect.void
-    const batch = pending
+    if (pending.length === 0 && deflated.length === 0) return Effect.void
+    const plain = pending
+    const raw = deflated
     pending = []
+    deflated = []
     bytes = 0
-    return Effect.asVoid(store.putMany(batch))
+    return Effect.zipRight(
+      plain.length === 0 ? Effect.void : Effect.asVoid(store.putMany(plain)),
+      raw.length === 0 || putDeflatedMany === undefined ? Effect.void : putDeflatedMany(raw)
+    )
   })
-  const add = (object: StoredObject) =>
+  /** `asReceived`: the object's hash and the deflated bytes it arrived as (checked to inflate to it). */
+  const add = (object: StoredObject, asReceived?: { readonly hash: ObjectHash; readonly deflated: Uint8Array }) =>
     Effect.suspend(() => {
-      pending.push(object)
-      bytes += object.body.length
-      return pending.length >= maxObjects || bytes >= maxBytes ? flush : Effect.void
+      if (asReceived !== undefined && putDeflatedMany !== undefined) {
+        deflated.push(asReceived)
+        bytes += asReceived.deflated.length
+      } else {
+        pending.push(object)
+        bytes += object.body.length
+      }
+      return pending.length + deflated.length >= maxObjects || bytes >= maxBytes ? flush : Effect.void
     })
-  return { add, flush, size: () => pending.length }
+  return { add, flush, size: () => pending.length + deflated.length }
 }

@@ -18,11 +18,11 @@ import { PackageName, Range, Segment, releaseTagName } from "../domain/Package.j
 import * as Codec from "../protocol/SyncCodec.js"
 import * as AntiEntropy from "./AntiEntropy.js"
 import { type ConnectionError, type ConnectionInfo, SyncProtocol } from "./Connection.js"
-import { getFramed, missingReachable, ObjectStore, RefName } from "./ObjectStore.js"
+import { getDeflated, getFramed, missingReachable, ObjectStore, RefName } from "./ObjectStore.js"
 import * as OwnerChanges from "./OwnerChanges.js"
 import { type Conversation, Conversations, ProposalPolicy } from "./ProposalPolicy.js"
 import { Registry } from "./Registry.js"
-import { closure, makeFrontier, makePutBuffer, walkParentFirst } from "./SyncGraph.js"
+import { closure, inflateSend, makeFrontier, makePutBuffer, walkParentFirst, walkParentFirstDeflated } from "./SyncGraph.js"
 import { SyncLimits } from "./SyncLimits.js"
 import { type VerifiedRelease, Verifier } from "./Verifier.js"
 
@@ -44,10 +44,17 @@ const sessionError = (reason: SyncSessionError["reason"], detail: string) => new
  * Protocol versions this server speaks, lowest first. upm's extension is version 2, not 1: seed 004's own
  * example handshake is `lit?0,1` → `lit!0`, so a client that copies it must get version 0 (docs/protocol.md).
  */
-export const SERVER_VERSIONS: ReadonlyArray<number> = [0, 2]
+export const SERVER_VERSIONS: ReadonlyArray<number> = [0, 2, 3]
 
 /** The first protocol version with graph streams (`fetch`, `need`/`verify`). */
 export const STREAM_VERSION = 2
+
+/**
+ * Version 3 is version 2 with deflated SENDs: a SEND carries the zlib-deflated framed object (git's loose
+ * object bytes). An end offers it only when its store keeps objects deflated (`getDeflated`), so it serves them
+ * as stored, without inflating or recompressing them.
+ */
+export const DEFLATE_VERSION = 3
 
 /** At most this many `have` roots of a v2 `fetch` are used (the rest are ignored), and named in a `need`. */
 export const MAX_HAVES = 16
@@ -214,14 +221,22 @@ export const session = (
       return yield* Effect.fail(sessionError("Protocol", `expected the handshake "lit?<versions>", got ${first.value._tag}`))
     }
     const offered = first.value.versions
-    const common = versions.filter((v) => offered.includes(v))
+    // Deflated SENDs only from a store that keeps objects deflated (else each would be compressed to be sent).
+    const speaks = versions.filter((v) => v !== DEFLATE_VERSION || store.getDeflated !== undefined)
+    const common = speaks.filter((v) => offered.includes(v))
     if (common.length === 0) {
       return yield* Effect.fail(sessionError(
         "Version",
-        `no common protocol version: client speaks ${offered.join(",")}, server speaks ${versions.join(",")}`
+        `no common protocol version: client speaks ${offered.join(",")}, server speaks ${speaks.join(",")}`
       ))
     }
     const version = Math.max(...common)
+    const deflated = version >= DEFLATE_VERSION
+    /** A received SEND's payload as the framed object: inflated under the size and ratio limits in version 3. */
+    const unpack = (data: Uint8Array): Either.Either<Uint8Array, SyncSessionError> =>
+      deflated
+        ? Either.mapLeft(inflateSend(data, limits), (e) => sessionError(e.reason, e.detail))
+        : Either.right(data)
     reader.handshakeDone()
     yield* emit(Codec.welcome(version))
 
@@ -295,7 +310,7 @@ export const session = (
     // Serving WANTs ---------------------------------------------------------------------------
     const serveWants = (hashes: ReadonlyArray<ObjectHash>) =>
       Effect.forEach(hashes, (hash) =>
-        getFramed(hash).pipe(
+        (deflated ? getDeflated(hash) : getFramed(hash)).pipe(
           Effect.provideService(ObjectStore, store),
           Effect.catchTags({
             ObjectNotFound: () => Effect.fail(sessionError("NotFound", `no such object ${hash}`)),
@@ -448,16 +463,22 @@ export const session = (
      */
     const receiveStreamed = (p: Push, first: Codec.Send) =>
       Effect.gen(function* () {
-        const objects: Array<GitObject> = []
+        const objects: Array<readonly [GitObject, { readonly hash: ObjectHash; readonly deflated: Uint8Array } | undefined]> = []
         let failure: SyncSessionError | undefined
         for (let frame: Codec.Send | undefined = first; frame !== undefined && failure === undefined; frame = reader.takeBuffered(isSend)) {
-          const hash = sha1(frame.data)
+          const unpacked = unpack(frame.data)
+          if (Either.isLeft(unpacked)) {
+            failure = unpacked.left
+            break
+          }
+          const data = unpacked.right
+          const hash = sha1(data)
           if (!p.permitted.has(hash)) {
             failure = sessionError("Unsolicited", `unsolicited object ${hash}: not below what the server needs`)
             break
           }
           const announced = p.permitted.get(hash)
-          const decoded = decodeFramed(frame.data, limits.maxObjectSize)
+          const decoded = decodeFramed(data, limits.maxObjectSize)
           if (Either.isLeft(decoded)) {
             failure = sessionError("BadObject", `object ${hash}: ${decoded.left.reason}: ${decoded.left.detail}`)
             break
@@ -477,10 +498,10 @@ export const session = (
           for (const child of children(object)) {
             if (!p.permitted.has(child.hash) && !p.received.has(child.hash)) p.permitted.set(child.hash, child.type)
           }
-          objects.push(object)
+          objects.push([object, deflated ? { hash, deflated: frame.data } : undefined])
         }
         // What was checked is stored even when a later object was refused (a resumed push needs less).
-        for (const object of objects) yield* puts.add(object).pipe(Effect.mapError(storeError))
+        for (const [object, asReceived] of objects) yield* puts.add(object, asReceived).pipe(Effect.mapError(storeError))
         if (failure !== undefined) return yield* Effect.fail(failure)
       })
 
@@ -538,7 +559,9 @@ export const session = (
           Effect.provideService(ObjectStore, store),
           Effect.mapError(storeError)
         )
-        const sent = yield* walkParentFirst(wants, skip, (_hash, framed) => emit(Codec.send(framed))).pipe(
+        const sent = yield* (deflated
+          ? walkParentFirstDeflated(wants, skip, (_hash, bytes) => emit(Codec.send(bytes)))
+          : walkParentFirst(wants, skip, (_hash, framed) => emit(Codec.send(framed)))).pipe(
           Effect.provideService(ObjectStore, store),
           Effect.catchTags({
             ObjectNotFound: (e) => Effect.fail(sessionError("NotFound", `no such object ${e.hash}`)),
@@ -612,8 +635,9 @@ export const session = (
             yield* receiveStreamed(push, frame)
             break
           }
-          const hash = sha1(frame.data)
-          yield* push === undefined ? startPush(frame.data, hash) : receive(push, frame.data, hash)
+          const data = yield* unpack(frame.data)
+          const hash = sha1(data)
+          yield* push === undefined ? startPush(data, hash) : receive(push, data, hash)
           break
         }
         default:

@@ -7,7 +7,7 @@ import { encodeTag, encodeTree, type TreeEntry } from "../../src/domain/GitObjec
 import type { ObjectHash } from "../../src/domain/ObjectHash.js"
 import { PackageName, Version } from "../../src/domain/Package.js"
 import { SyncProtocol } from "../../src/services/Connection.js"
-import { makeMemory, ObjectStore } from "../../src/services/ObjectStore.js"
+import { getDeflated, makeMemory, ObjectStore } from "../../src/services/ObjectStore.js"
 import * as ProposalPolicy from "../../src/services/ProposalPolicy.js"
 import * as Registry from "../../src/services/Registry.js"
 import * as SyncClient from "../../src/services/SyncClient.js"
@@ -94,10 +94,26 @@ export const makeServer = (options: ServerOptions = {}) =>
 
 export type Server = Effect.Effect.Success<ReturnType<typeof makeServer>>
 
-/** A client with its own memory store, connected in memory to `server`. */
-export const makeClient = (server: { readonly serve: SyncProtocol["Type"]["serve"] }, options: Partial<SyncClient.SyncClientOptions> = {}) =>
+/**
+ * A memory store that also serves objects deflated (as the fs store does), so the two ends negotiate protocol
+ * version 3 (deflated SENDs). Its deflated bytes are zlib level 1 of the framed object.
+ */
+export const deflating = (store: ObjectStore["Type"]): ObjectStore["Type"] =>
+  ObjectStore.of({
+    ...store,
+    getDeflated: (hash) =>
+      getDeflated(hash).pipe(Effect.provideService(ObjectStore, store), Effect.catchTag("CorruptObject", Effect.die))
+  })
+
+/** A client with its own memory store (`deflated`: one that serves deflated bytes), connected in memory to `server`. */
+export const makeClient = (
+  server: { readonly serve: SyncProtocol["Type"]["serve"] },
+  options: Partial<SyncClient.SyncClientOptions> = {},
+  deflated = false
+) =>
   Effect.gen(function* () {
-    const store = yield* makeMemory
+    const memory = yield* makeMemory
+    const store = deflated ? deflating(memory) : memory
     // Version 0 unless the test asks for more (the v0 flows are what most tests pin down).
     const client = yield* SyncClient.make(SyncClient.connectMemory(server.serve), { versions: [0], ...options }).pipe(
       Effect.provideService(ObjectStore, store)

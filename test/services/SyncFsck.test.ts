@@ -10,17 +10,19 @@ import { makeFs } from "../../src/services/FsStore.js"
 import { deepFiles, makeClient, makeRelease, makeServer } from "./SyncFixtures.js"
 
 describe("sync into the fs store", () => {
-  it.scoped("v0 and v2 pushes leave a repository git fsck --strict accepts, with the release tags readable", () =>
+  it.scoped("v0, v2 and v3 (deflated) pushes leave a repository git fsck --strict accepts, with the release tags readable", () =>
     Effect.gen(function* () {
       const dir = mkdtempSync(join(tmpdir(), "upm-sync-fsck-"))
       yield* Effect.addFinalizer(() => Effect.sync(() => rmSync(dir, { recursive: true, force: true })))
       const store = yield* makeFs(dir)
       const server = yield* makeServer({ store })
-      for (const versions of [[0], [0, 2]]) {
-        const client = yield* makeClient(server, { versions })
+      for (const versions of [[0], [0, 2], [0, 2, 3]]) {
+        const client = yield* makeClient(server, { versions }, true)
         const version = `1.0.${versions.length}`
         const { tag } = yield* makeRelease(client.store, "alice/pkg", version, { ...deepFiles(4, 3, version), "upm.json": "{}" })
-        assert.strictEqual((yield* (yield* client.connect).push(tag)).status, "Sealed")
+        const session = yield* client.connect
+        assert.strictEqual(session.version, Math.max(...versions))
+        assert.strictEqual((yield* session.push(tag)).status, "Sealed")
         const git = (...args: Array<string>) =>
           execFileSync("git", ["--git-dir", dir, ...args], { stdio: ["ignore", "pipe", "pipe"] }).toString()
         assert.strictEqual(git("fsck", "--strict", "--no-dangling", "--no-progress"), "")

@@ -3,10 +3,13 @@ import { Chunk, Duration, Effect, Either, FastCheck, Fiber, Option, Stream, Test
 import { encodeTag, encodeTree, frame, hashOf } from "../../src/domain/GitObject.js"
 import type { ObjectHash } from "../../src/domain/ObjectHash.js"
 import * as Codec from "../../src/protocol/SyncCodec.js"
-import { getFramed, ObjectStore } from "../../src/services/ObjectStore.js"
+import { randomBytes } from "node:crypto"
+import { deflateSync } from "node:zlib"
+import { getFramed, makeMemory, ObjectStore } from "../../src/services/ObjectStore.js"
+import { inflateSend } from "../../src/services/SyncGraph.js"
 import * as SyncClient from "../../src/services/SyncClient.js"
 import { VerifiedRelease } from "../../src/services/Verifier.js"
-import { deepFiles, makeClient, makeRelease, makeServer, pkg, rawSession, type Server, ver, wideFiles } from "./SyncFixtures.js"
+import { deepFiles, deflating, makeClient, makeRelease, makeServer, pkg, rawSession, type Server, ver, wideFiles } from "./SyncFixtures.js"
 
 const latin1 = (s: string) => new Uint8Array(Buffer.from(s, "latin1"))
 const text = new TextEncoder()
@@ -418,4 +421,57 @@ describe("SyncServer: random input", () => {
       })),
     { fastCheck: { numRuns: 60 } }
   )
+})
+
+describe("SyncServer: protocol v3, deflated SENDs", () => {
+  const deflated = (bytes: Uint8Array) => new Uint8Array(deflateSync(bytes, { level: 1 }))
+  const sendText = (bytes: Uint8Array) => Buffer.from(Either.getOrThrow(Codec.encodeEither(Codec.send(bytes)))).toString("latin1")
+
+  it.scoped("offered only by a store that keeps objects deflated; fetch sends the stored zlib bytes", () =>
+    Effect.gen(function* () {
+      // A memory store has no deflated bytes to serve: version 2 is the highest it speaks.
+      assert.strictEqual(yield* rawSession(yield* makeServer(), ["lit?0,2,3\n"]), "lit!2\n")
+      const server = yield* makeServer({ store: deflating(yield* makeMemory) })
+      assert.strictEqual(yield* rawSession(server, ["lit?0,1\n"]), "lit!0\n")
+      const c = yield* makeClient(server, { versions: [0, 2, 3] }, true)
+      const { tag, tree } = yield* makeRelease(c.store, "alice/pkg", "1.0.0", { "a.txt": "Hello World\n" })
+      const session = yield* c.connect
+      assert.strictEqual(session.version, 3)
+      assert.strictEqual((yield* session.push(tag)).status, "Sealed")
+      const blob = hashOf("blob", text.encode("Hello World\n"))
+      const out = yield* rawSession(server, ["lit?0,2,3\n", `?fetch ${tag}\n\n`])
+      const expected = [tag, tree, blob].map((h) => Effect.map(framedIn(c.store, h), (f) => sendText(deflated(f))))
+      assert.strictEqual(out, `lit!3\n${(yield* Effect.all(expected)).join("")}!fetched 3\n\n`)
+      // The blob's SEND: `dc` (a SEND of 28 bytes), then zlib's 78 01 header and the deflated "blob 12\0Hello World\n".
+      const blobSend = Buffer.from(Either.getOrThrow(Codec.encodeEither(Codec.send(deflated(frame("blob", text.encode("Hello World\n")))))))
+      assert.strictEqual(blobSend.subarray(0, 3).toString("hex"), "dc7801")
+      // A v3 pull into another deflating store: complete, and the objects are the same.
+      const other = yield* makeClient(server, { versions: [0, 2, 3] }, true)
+      const pulled = yield* (yield* other.connect).pull(tag)
+      assert.strictEqual(pulled.objects, 3)
+      assert.deepStrictEqual(yield* framedIn(other.store, blob), frame("blob", text.encode("Hello World\n")))
+    }))
+
+  it.scoped("a SEND that inflates past the ratio or size limit, has garbage after its zlib stream, or is not zlib ends the session", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer({ store: deflating(yield* makeMemory), limits: { maxInflateRatio: 50, maxObjectSize: 64 * 1024 } })
+      const bomb = deflated(frame("blob", new Uint8Array(60 * 1024)))
+      const run = (payload: Uint8Array) =>
+        Effect.map(rawSession(server, ["lit?3\n", Either.getOrThrow(Codec.encodeEither(Codec.send(payload)))]), (out) => out)
+      assert.strictEqual(
+        yield* run(bomb),
+        `lit!3\n!error deflated SEND of ${bomb.length} bytes inflates past ${bomb.length * 50} bytes (inflate ratio limit 50)\n\n`
+      )
+      // 100 KiB of 16 letters: deflates to about half (under the frame limit), inflates past the object limit.
+      const big = deflated(frame("blob", new Uint8Array(randomBytes(100 * 1024)).map((b) => 97 + (b & 15))))
+      assert.strictEqual(yield* run(big), "lit!3\n!error deflated SEND inflates past the object size limit of 65536 bytes\n\n")
+      const ok = deflated(frame("blob", text.encode("x")))
+      const garbage = new Uint8Array([...ok, 1, 2])
+      assert.strictEqual(yield* run(garbage), "lit!3\n!error deflated SEND: 2 bytes of garbage after the zlib stream\n\n")
+      assert.match(yield* run(frame("blob", text.encode("x"))), /^lit!3\n!error deflated SEND: does not inflate: .*\n\n$/)
+      // The same limits hold on the client side (SyncClient uses the same check).
+      const check = inflateSend(bomb, { maxObjectSize: 1024 * 1024, maxInflateRatio: 10 })
+      assert.isTrue(Either.isLeft(check) && check.left.reason === "Limit")
+      assert.deepStrictEqual(inflateSend(ok, { maxObjectSize: 10, maxInflateRatio: 1032 }), Either.right(frame("blob", text.encode("x"))))
+    }))
 })
