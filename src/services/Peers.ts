@@ -171,8 +171,51 @@ interface Job {
   readonly release: ReleaseRef
 }
 
-/** At most this many conflicts are kept for the status report (the oldest go first); all are logged. */
+/** At most this many conflicts are shown in the status report (the newest); all are logged and stored. */
 const MAX_CONFLICTS = 1000
+
+// ---------------------------------------------------------------------------------------------
+// Conflicts in the store: one small blob per conflict, named by `refs/upm/conflicts/<release>/<other hash>`,
+// so they survive a restart (and a store copy) and `upm peers status` shows them until the operator deletes
+// the ref.
+
+export const CONFLICTS_PREFIX = "refs/upm/conflicts/"
+
+export const conflictRefName = (release: string, other: ObjectHash) => RefName.make(`${CONFLICTS_PREFIX}${release}/${other}`)
+
+export const encodeConflict = (c: ConflictReport): Uint8Array =>
+  new TextEncoder().encode(`upm-conflict 1\nrelease ${c.release}\nkept ${c.kept}\nother ${c.other}\npeer ${c.peer}\nat ${c.at}\n`)
+
+export const decodeConflict = (body: Uint8Array): Option.Option<ConflictReport> => {
+  const fields = new Map<string, string>()
+  for (const line of new TextDecoder().decode(body).split("\n")) {
+    const at = line.indexOf(" ")
+    if (at > 0) fields.set(line.slice(0, at), line.slice(at + 1))
+  }
+  const kept = Schema.decodeUnknownOption(ObjectHash)(fields.get("kept"))
+  const other = Schema.decodeUnknownOption(ObjectHash)(fields.get("other"))
+  const release = fields.get("release")
+  const peer = fields.get("peer")
+  const time = Number(fields.get("at"))
+  if (fields.get("upm-conflict") !== "1" || release === undefined || peer === undefined || Option.isNone(kept) || Option.isNone(other) || !Number.isSafeInteger(time)) {
+    return Option.none()
+  }
+  return Option.some({ release, kept: kept.value, other: other.value, peer, at: time })
+}
+
+/** The conflicts recorded in the store, oldest first (unreadable records are skipped). */
+export const loadConflicts = (store: ObjectStore["Type"]) =>
+  Effect.gen(function* () {
+    const refs = yield* store.listRefs(CONFLICTS_PREFIX)
+    const found: Array<ConflictReport> = []
+    for (const ref of refs) {
+      const object = yield* Effect.option(store.get(ref.hash))
+      if (Option.isNone(object) || object.value.type !== "blob") continue
+      const c = decodeConflict(object.value.body)
+      if (Option.isSome(c)) found.push(c.value)
+    }
+    return found.sort((a, b) => a.at - b.at || (a.release < b.release ? -1 : a.release > b.release ? 1 : 0))
+  })
 const QUEUE_CAPACITY = 8192
 const BATCH = 64
 
@@ -189,7 +232,9 @@ export const make = (config: PeersConfig) =>
       name: s.name, address: formatAddress(s.address), state: "unknown", lastSync: Option.none(), lag: Option.none(),
       behind: Option.none(), lastError: Option.none()
     } satisfies PeerReport])))
-    const conflicts = yield* Ref.make<ReadonlyArray<ConflictReport>>([])
+    const stored = yield* loadConflicts(store).pipe(
+      Effect.catchAll((e) => Effect.as(Effect.logWarning("could not read the recorded conflicts").pipe(Effect.annotateLogs({ error: e._tag })), [])))
+    const conflicts = yield* Ref.make<ReadonlyArray<ConflictReport>>(stored.slice(-MAX_CONFLICTS))
     // hash → the peer it is being pulled from; removed by the announcer (takeOrigin) or when the pull did not seal.
     const origins = yield* Ref.make(new Map<ObjectHash, string>())
     const setOrigin = (hash: ObjectHash, peer: string | undefined) =>
@@ -214,12 +259,18 @@ export const make = (config: PeersConfig) =>
     const recordConflict = (release: string, kept: ObjectHash, other: ObjectHash, peer: string) =>
       Effect.gen(function* () {
         const at = yield* Clock.currentTimeMillis
+        const record: ConflictReport = { release, kept, other, peer, at }
         const fresh = yield* Ref.modify(conflicts, (all) => {
-          if (all.some((c) => c.release === release && c.other === other && c.peer === peer)) return [false, all] as const
-          const next = [...all, { release, kept, other, peer, at }]
+          if (all.some((c) => c.release === release && c.other === other)) return [false, all] as const
+          const next = [...all, record]
           return [true, next.length > MAX_CONFLICTS ? next.slice(next.length - MAX_CONFLICTS) : next] as const
         })
         if (fresh) {
+          // Kept in the store too; the ref exists already when another path recorded the same conflict first.
+          yield* store.put("blob", encodeConflict(record)).pipe(
+            Effect.flatMap((blob) => store.setRef(conflictRefName(release, other), Option.none(), blob)),
+            Effect.catchAll((e) => e._tag === "RefConflict" ? Effect.void : Effect.logWarning("could not store a conflict").pipe(Effect.annotateLogs({ release, error: e._tag })))
+          )
           yield* Effect.logWarning("release conflict: the peer holds other content for a release sealed here; the first sealed stays").pipe(
             Effect.annotateLogs({ release, kept, other, peer }))
         }

@@ -90,6 +90,15 @@ describe("Peers", () => {
       assert.strictEqual(report.self, "a")
       assert.deepStrictEqual(report.peers.map((p) => [p.name, p.address, p.state, p.lag, p.behind]), [["b", "b:0", "up", Option.some(0), Option.some(0)]])
       assert.deepStrictEqual(report.conflicts.map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onA.tag, onB.tag, "b"]])
+      // Conflicts are stored: after a restart (cut off from b, so no round can find it again) `?peers` still shows it.
+      yield* a!.crash
+      yield* sim.partition([["a", "probe"], ["b"]])
+      yield* a!.boot
+      yield* TestClock.adjust("1 millis")
+      const again = AntiEntropy.parsePeersReply(yield* Effect.scoped(Effect.flatMap(client.connect({ host: "a", port: 0 }), (s) => s.query("peers"))))
+      assert.deepStrictEqual(again.peers.map((p) => p.state), ["down"])
+      assert.deepStrictEqual(again.conflicts.map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onA.tag, onB.tag, "b"]])
+      assert.deepStrictEqual((yield* Effect.orDie(a!.store.listRefs(Peers.CONFLICTS_PREFIX))).map((r) => r.name), [`refs/upm/conflicts/alice/one/v1.0.0/${onB.tag}`])
     }))
 
   it.scoped("servers holding the same releases compare them with one digest query, whatever their number", () =>

@@ -8,12 +8,12 @@
  * protocol's `sync` request. The rest of the message protocol (accounts, handlers, conversations) is left out:
  * it opens sockets and files, and the announce path only needs `sync` — the e2e test runs the whole server.
  */
-import { Context, Duration, Effect, ExecutionStrategy, Either, Exit, Layer, Mailbox, Option, Schema, Scope, Stream } from "effect"
+import { Duration, Effect, ExecutionStrategy, Either, Exit, Layer, Mailbox, Option, Schema, Scope, Stream } from "effect"
 import { encodeTag, encodeTree, type GitObject, hashOf, type TreeEntry } from "../../src/domain/GitObject.js"
 import type { ObjectHash } from "../../src/domain/ObjectHash.js"
 import { PackageName, Version } from "../../src/domain/Package.js"
 import * as MessageCodec from "../../src/protocol/MessageCodec.js"
-import { type ConflictReport, PeerStatus } from "../../src/services/AntiEntropy.js"
+import type { ConflictReport } from "../../src/services/AntiEntropy.js"
 import { type ConnectionError, MessageProtocol, SyncProtocol } from "../../src/services/Connection.js"
 import type { SimNetwork } from "../../src/services/Network.js"
 import * as Network from "../../src/services/Network.js"
@@ -92,7 +92,7 @@ export interface SimServer {
   readonly up: () => boolean
   readonly boot: Effect.Effect<void>
   readonly crash: Effect.Effect<void>
-  /** Conflicts recorded since the last boot (a restart forgets them, as the real server does). */
+  /** Conflicts recorded in the store (they survive restarts). */
   readonly conflicts: Effect.Effect<ReadonlyArray<ConflictReport>>
 }
 
@@ -135,7 +135,6 @@ export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOpt
     const store = yield* makeMemory
     const parent = yield* Effect.scope
     let scope: Scope.CloseableScope | undefined
-    let status: PeerStatus["Type"] | undefined
     const config = Schema.decodeSync(Peers.PeersConfig)({
       name: spec.name,
       servers: spec.peers.map((p) => ({ name: p, address: `${p}:0`, secret: SECRET })),
@@ -165,7 +164,6 @@ export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOpt
       const message = Layer.effect(MessageProtocol, peerEndpoint).pipe(Layer.provideMerge(sync))
       const all = (options.sabotage === "no-anti-entropy" ? Peers.layerAnnounce : Peers.layerRun).pipe(Layer.provideMerge(message))
       const ctx = yield* Layer.buildWithScope(all, s)
-      status = Context.get(ctx, PeerStatus)
       const syncProtocol = yield* Effect.provide(SyncProtocol, ctx)
       const messageProtocol = yield* Effect.provide(MessageProtocol, ctx)
       yield* sim.listen(spec.name, { sync: syncProtocol.serve, message: messageProtocol.serve }).pipe(Scope.extend(s))
@@ -173,7 +171,6 @@ export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOpt
     const crash = Effect.suspend(() => {
       const s = scope
       scope = undefined
-      status = undefined
       return s === undefined ? Effect.void : Scope.close(s, Exit.void)
     })
     return {
@@ -182,7 +179,7 @@ export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOpt
       up: () => scope !== undefined,
       boot,
       crash,
-      conflicts: Effect.suspend(() => (status === undefined ? Effect.succeed([]) : status.conflicts))
+      conflicts: Effect.orDie(Peers.loadConflicts(store))
     } satisfies SimServer
   })
 
