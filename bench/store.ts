@@ -7,12 +7,14 @@
  * Corpora: the unpacked `typescript@5.6.3` package (fetched with `npm pack` into a temp dir) and 10,000 small
  * seeded text files in nested folders. Every run starts from an empty store / empty git repository; the corpus
  * is copied onto the file system under test first (so reads are warm for both tools). Prints wall time (median of
- * the runs), files/s, MB/s and the ratio upm/git; checks that upm's tree hash equals git's.
+ * the runs), files/s, MB/s and the ratio upm/git, and the load average (ratios are what to read on a shared
+ * machine); checks that upm's tree hash equals git's.
  */
 import { NodeContext } from "@effect/platform-node"
 import { Effect, Layer } from "effect"
 import { execFileSync } from "node:child_process"
 import { cpSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs"
+import { loadavg } from "node:os"
 import { join } from "node:path"
 import { performance } from "node:perf_hooks"
 import { layerFs } from "../src/services/FsStore.js"
@@ -70,7 +72,8 @@ const main = async () => {
     { name: "typescript@5.6.3", dir: fetchTypescript(download) },
     { name: "10k small files", dir: makeSynthetic(download) }
   ]
-  console.log(`upm store import bench: ${runs} run(s) each, median wall time; node ${process.version}`)
+  const load = () => loadavg().map((l) => l.toFixed(1)).join(" ")
+  console.log(`upm store import bench: ${runs} run(s) each, median wall time; node ${process.version}; load average ${load()}`)
   console.log(execFileSync("git", ["--version"]).toString().trim())
   const rows: Array<Array<string>> = [["fs", "corpus", "files", "MB", "tool", "seconds", "files/s", "MB/s", "upm/git"]]
   for (const base of bases) {
@@ -112,6 +115,7 @@ const main = async () => {
   rmSync(download, { recursive: true, force: true })
   const widths = rows[0]!.map((_, c) => Math.max(...rows.map((r) => r[c]!.length)))
   for (const r of rows) console.log(r.map((cell, c) => cell.padEnd(widths[c]!)).join("  "))
+  console.log(`load average at the end: ${load()}`)
 }
 
 main()
