@@ -8,7 +8,8 @@
  * - the client's retried push completes, and sends only what the server is missing (plus the tag, which a push
  *   always starts with).
  *
- * Rounds alternate protocol v0 (the server WANTs level by level) and v1 (the server names what it needs).
+ * Rounds cycle through protocol v0 (the server WANTs level by level), v2 (the server names what it needs, the
+ * client streams it) and v3 (v2 with deflated SENDs, stored as they arrive).
  */
 import { FileSystem } from "@effect/platform"
 import { NodeContext } from "@effect/platform-node"
@@ -17,10 +18,11 @@ import { Effect, Either } from "effect"
 import type { ObjectHash } from "../../src/domain/ObjectHash.js"
 import * as SyncCodec from "../../src/protocol/SyncCodec.js"
 import { ConnectionError } from "../../src/services/Connection.js"
-import { getFramed, makeMemory, ObjectStore } from "../../src/services/ObjectStore.js"
+import { getDeflated, getFramed, makeMemory, ObjectStore } from "../../src/services/ObjectStore.js"
 import * as SyncClient from "../../src/services/SyncClient.js"
 import { type Files, git, gitFsck, graphOf, hasLoose, signedRelease } from "../e2e/release.js"
 import { type ServerProcess, spawnServer } from "../e2e/server.js"
+import { deflating } from "./SyncFixtures.js"
 
 const SEED = 0x5eed_2026
 const ROUNDS = 20
@@ -121,7 +123,8 @@ describe("crash safety", () => {
       const dir = yield* fs.makeTempDirectoryScoped({ prefix: "upm-crash-" })
       const storeDir = `${dir}/store`
       const random = prng(SEED)
-      const publisher = yield* makeMemory
+      // Serves deflated bytes too, so the client offers version 3 when a round asks for it.
+      const publisher = deflating(yield* makeMemory)
       const start = () => spawnServer({ store: `fs:${storeDir}`, startTimeout: "60 seconds" })
       let server = yield* start()
       const summary: Array<string> = []
@@ -129,12 +132,14 @@ describe("crash safety", () => {
       for (let round = 0; round < ROUNDS; round++) {
         const { tag } = yield* signedRelease(publisher, "alice/crash", `${round + 1}.0.0`, releaseFiles(round, random))
         const graph = yield* graphOf(publisher, tag)
-        const versions = round % 2 === 0 ? [0] : [0, 1]
-        // Every byte the first push writes: the handshake, a SEND per object, and in v1 the `?verify` query.
-        let total = `lit?${versions.join(",")}\n`.length + (versions.includes(1) ? `?verify ${tag}\n\n`.length : 0)
+        const versions = [[0], [0, 2], [0, 2, 3]][round % 3]!
+        const version = Math.max(...versions)
+        // Every byte the first push writes (at most: v2 leaves out what earlier releases hold): the handshake, a
+        // SEND per object (deflated in v3), and in v2 and v3 the `?verify` query.
+        let total = `lit?${versions.join(",")}\n`.length + (version >= 2 ? `?verify ${tag}\n\n`.length : 0)
         for (const hash of graph) {
-          const framed = yield* Effect.orDie(getFramed(hash).pipe(Effect.provideService(ObjectStore, publisher)))
-          total += SyncCodec.sendHeader(framed.length).length + framed.length
+          const payload = yield* Effect.orDie((version === 3 ? getDeflated(hash) : getFramed(hash)).pipe(Effect.provideService(ObjectStore, publisher)))
+          total += SyncCodec.sendHeader(payload.length).length + payload.length
         }
         // One round in five lets every byte through and kills while the server stores, verifies and seals.
         const late = random() < 0.2
@@ -168,7 +173,7 @@ describe("crash safety", () => {
         assert.strictEqual(retry.objects, missingBefore + 1, `round ${round}: sent ${retry.objects}, missing ${missingBefore} + the tag`)
         assert.strictEqual((yield* git(storeDir, "rev-parse", `refs/tags/alice/crash/v${round + 1}.0.0`)).trim(), tag)
         summary.push(
-          `round ${round} v${versions.length - 1}: killed after ${trigger.fired ? `${trigger.written}/${total} bytes +${trigger.delayMillis}ms` : "the push"}` +
+          `round ${round} v${version}: killed after ${trigger.fired ? `${trigger.written}/${total} bytes +${trigger.delayMillis}ms` : "the push"}` +
           ` (first push ${Either.isRight(first) ? "completed" : "failed"}), retry sent ${retry.objects}/${graph.length}`
         )
       }
