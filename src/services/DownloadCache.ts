@@ -39,7 +39,7 @@ export interface DownloadCacheOptions {
   readonly maxBytes: number
   /** Builds running at once; more wait for a slot. */
   readonly maxConcurrentBuilds: number
-  /** Bytes read from disk per chunk when serving (default 256 KiB). */
+  /** Bytes read from disk per chunk when serving (default 64 KiB: measured faster and smaller than 256 KiB at 100 clients). */
   readonly readChunkBytes?: number
 }
 
@@ -89,7 +89,7 @@ const writeAll = (handle: fsp.FileHandle, path: string, bytes: Uint8Array) =>
 export const make = (options: DownloadCacheOptions): Effect.Effect<DownloadCache["Type"], DownloadCacheError, Scope.Scope> =>
   Effect.gen(function* () {
     const { dir, maxBytes } = options
-    const highWaterMark = options.readChunkBytes ?? 256 * 1024
+    const highWaterMark = options.readChunkBytes ?? 64 * 1024
     const scope = yield* Effect.scope
     const slots = yield* Effect.makeSemaphore(options.maxConcurrentBuilds)
     yield* attempt("creating", dir, () => fsp.mkdir(dir, { recursive: true, mode: 0o700 }))
