@@ -187,13 +187,16 @@ const makeWriteBuffer = (write: (bytes: Uint8Array) => Effect.Effect<void, SyncC
     size = 0
     return write(bytes)
   })
-  const add = (bytes: Uint8Array) =>
-    Effect.suspend(() => {
-      parts.push(bytes)
-      size += bytes.length
-      return size >= 256 * 1024 ? flush : Effect.void
-    })
-  return { add, flush }
+  /**
+   * Queues a SEND of `payload` at once (a plain call, not an Effect: a push queues thousands); the Effect it
+   * returns writes once 256 KiB are waiting (run it before queueing more).
+   */
+  const send = (payload: Uint8Array) => {
+    parts.push(Codec.sendHeader(payload.length), payload)
+    size += payload.length
+    return size >= 256 * 1024 ? flush : Effect.void
+  }
+  return { send, flush }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -506,13 +509,11 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
         let bytes = 0
         let wants = 0
         let known = 1
-        const sendObject = (framed: Uint8Array) =>
-          Effect.gen(function* () {
-            yield* out.add(Codec.sendHeader(framed.length))
-            yield* out.add(framed)
-            objects++
-            bytes += framed.length
-          })
+        const sendObject = (payload: Uint8Array) => {
+          objects++
+          bytes += payload.length
+          return out.send(payload)
+        }
         yield* sendObject(yield* framedOf(tagHash))
         yield* out.flush
         if (version >= 2) {
@@ -532,11 +533,10 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
             const haves = parsed.slice(needCount)
             const skip = yield* provided(closure(haves)).pipe(Effect.mapError(storeFailed))
             known = needed.length
-            const visit = (_hash: ObjectHash, payload: Uint8Array) =>
-              Effect.zipRight(
-                sendObject(payload),
-                objects % 64 === 0 ? onProgress({ direction: "push", objects, bytes, known: objects }) : Effect.void
-              )
+            const visit = (_hash: ObjectHash, payload: Uint8Array) => {
+              const sent = sendObject(payload)
+              return objects % 64 === 0 ? Effect.zipRight(sent, onProgress({ direction: "push", objects, bytes, known: objects })) : sent
+            }
             yield* provided(deflated ? walkParentFirstDeflated(needed, skip, visit) : walkParentFirst(needed, skip, visit)).pipe(
               Effect.mapError((e) =>
                 e._tag === "SyncClientError" ? e

@@ -131,7 +131,8 @@ export const walkParentFirstDeflated = <E, R>(
         return true
       })
       for (let at = 0; at < level.length; at += READ_WINDOW) {
-        const read = yield* Effect.forEach(level.slice(at, at + READ_WINDOW), readDeflated, { concurrency: 16 })
+        // One after the other: the fs store reads small objects synchronously, where a fiber per read costs more.
+        const read = yield* Effect.forEach(level.slice(at, at + READ_WINDOW), readDeflated)
         for (const [hash, deflated, object] of read) {
           yield* visit(hash, deflated)
           count++
