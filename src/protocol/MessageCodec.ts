@@ -14,7 +14,7 @@
  * depth is checked by a scan before `JSON.parse` runs, and a message that does not match its Schema gives a
  * `MessageError` whose `issues` name each wrong field (`payload.type: Expected string, actual 1`).
  */
-import { Channel, Chunk, Effect, Either, ParseResult, Schema, Stream } from "effect"
+import { Channel, Chunk, Effect, Either, Option, ParseResult, Schema, Stream } from "effect"
 
 // ---------------------------------------------------------------------------------------------
 // Errors
@@ -147,38 +147,96 @@ export type HandlerReply = typeof HandlerReply.Type
 // ---------------------------------------------------------------------------------------------
 // Frames
 
-/** Streaming frame decoder: byte chunks in, frame bodies out; the length is checked before buffering. */
-export const frameDecoder = <E>(maxFrame: number) => {
-  const loop = (buf: Buffer): Channel.Channel<
-    Chunk.Chunk<Uint8Array>, Chunk.Chunk<Uint8Array>, FrameError | E, E, void, unknown
-  > =>
-    Channel.readWithCause({
+/**
+ * The synchronous core of the frame decoder: bytes in, complete frame bodies out, the length checked before
+ * anything is buffered. Sessions call it once per socket read (a Channel step per read costs more than the rest
+ * of a small request); the Channel below is built on it. Bodies are views into the input where a frame arrived
+ * whole; a frame split across reads is joined once, when its last byte arrives.
+ */
+export interface FrameReader {
+  /** Adds bytes; the frames they complete, or the error of a length over the limit (then every push fails). */
+  readonly push: (bytes: Uint8Array) => Either.Either<ReadonlyArray<Uint8Array>, FrameError>
+  /** The input ended: an error if it ended inside a frame. */
+  readonly end: () => Option.Option<FrameError>
+}
+
+const EMPTY = Buffer.alloc(0)
+const asBuffer = (bytes: Uint8Array) =>
+  Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
+
+export const frameReader = (maxFrame: number): FrameReader => {
+  // Bytes of the incomplete frame at the head of the input, and how many the whole frame needs (4 + length;
+  // 0 while fewer than 4 bytes are known).
+  let parts: Array<Buffer> = []
+  let size = 0
+  let need = 0
+  let failed: FrameError | undefined
+  const tooLarge = (length: number) => (failed = new FrameError({ reason: "TooLarge", length, limit: maxFrame }))
+  return {
+    push: (bytes) => {
+      if (failed !== undefined) return Either.left(failed)
+      if (bytes.length === 0) return Either.right([])
+      parts.push(asBuffer(bytes))
+      size += bytes.length
+      if (need === 0 && size >= 4) {
+        const head = parts[0]!.length >= 4 ? parts[0]! : Buffer.concat(parts, size)
+        if (head !== parts[0]) parts = [head]
+        const length = head.readUInt32LE(0)
+        if (length > maxFrame) return Either.left(tooLarge(length))
+        need = 4 + length
+      }
+      if (need === 0 || size < need) return Either.right([])
+      const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size)
+      const frames: Array<Uint8Array> = []
+      let at = 0
+      while (buf.length - at >= 4) {
+        const length = buf.readUInt32LE(at)
+        if (length > maxFrame) return Either.left(tooLarge(length))
+        if (buf.length - at - 4 < length) break
+        frames.push(buf.subarray(at + 4, at + 4 + length))
+        at += 4 + length
+      }
+      const rest = at === buf.length ? EMPTY : buf.subarray(at)
+      parts = rest.length === 0 ? [] : [rest]
+      size = rest.length
+      need = rest.length >= 4 ? 4 + rest.readUInt32LE(0) : 0
+      // Complete frames before an oversized length are still delivered; the error comes with the next push.
+      if (need - 4 > maxFrame) tooLarge(need - 4)
+      return Either.right(frames)
+    },
+    end: () =>
+      failed !== undefined
+        ? Option.some(failed)
+        : size === 0
+        ? Option.none()
+        : Option.some(new FrameError({ reason: "Truncated", length: size, limit: maxFrame }))
+  }
+}
+
+/** Streaming frame decoder: byte chunks in, `map(body)` of each frame out; the length is checked before buffering. */
+const frameChannel = <E, A>(maxFrame: number, map: (body: Uint8Array) => A): Channel.Channel<
+  Chunk.Chunk<A>, Chunk.Chunk<Uint8Array>, FrameError | E, E, void, unknown
+> =>
+  Channel.suspend(() => {
+    const reader = frameReader(maxFrame)
+    const loop: Channel.Channel<Chunk.Chunk<A>, Chunk.Chunk<Uint8Array>, FrameError | E, E, void, unknown> = Channel.readWithCause({
       onInput: (input: Chunk.Chunk<Uint8Array>) => {
-        let rest = buf.length === 0 && Chunk.size(input) === 1
-          ? Buffer.from(Chunk.unsafeHead(input))
-          : Buffer.concat([buf, ...input])
-        const frames: Array<Uint8Array> = []
-        while (rest.length >= 4) {
-          const length = rest.readUInt32LE(0)
-          if (length > maxFrame) return Channel.fail(new FrameError({ reason: "TooLarge", length, limit: maxFrame }))
-          if (rest.length < 4 + length) break
-          frames.push(rest.subarray(4, 4 + length))
-          rest = rest.subarray(4 + length)
+        const out: Array<A> = []
+        for (const bytes of input) {
+          const frames = reader.push(bytes)
+          if (Either.isLeft(frames)) return Channel.fail(frames.left)
+          for (const body of frames.right) out.push(map(body))
         }
-        // Copy the unconsumed tail so a small remainder does not pin a large chunk.
-        const tail = rest.length === 0 ? Buffer.alloc(0) : Buffer.from(rest)
-        return frames.length === 0
-          ? loop(tail)
-          : Channel.zipRight(Channel.write(Chunk.unsafeFromArray(frames)), loop(tail))
+        return out.length === 0 ? loop : Channel.zipRight(Channel.write(Chunk.unsafeFromArray(out)), loop)
       },
       onFailure: Channel.failCause,
-      onDone: () =>
-        buf.length === 0
-          ? Channel.void
-          : Channel.fail(new FrameError({ reason: "Truncated", length: buf.length, limit: maxFrame }))
+      onDone: () => Option.match(reader.end(), { onNone: () => Channel.void, onSome: Channel.fail })
     })
-  return loop(Buffer.alloc(0))
-}
+    return loop
+  })
+
+/** Streaming frame decoder: byte chunks in, frame bodies out; the length is checked before buffering. */
+export const frameDecoder = <E>(maxFrame: number) => frameChannel<E, Uint8Array>(maxFrame, (body) => body)
 
 /** Splits a byte stream into frame bodies. */
 export const decodeFrames = (maxFrame: number = defaultLimits.maxFrame) =>
@@ -277,7 +335,7 @@ export const decodeMessage = <A, I>(schema: Schema.Schema<A, I>, limits: Limits 
 export const decodeAll = <A, I>(schema: Schema.Schema<A, I>, limits: Limits = defaultLimits) => {
   const one = decodeMessage(schema, limits)
   return <E, R>(bytes: Stream.Stream<Uint8Array, E, R>): Stream.Stream<Either.Either<A, MessageError>, FrameError | E, R> =>
-    bytes.pipe(decodeFrames(limits.maxFrame), Stream.map(one))
+    Stream.pipeThroughChannelOrFail(bytes, frameChannel<E, Either.Either<A, MessageError>>(limits.maxFrame, one))
 }
 
 const encoder = new TextEncoder()
@@ -302,6 +360,29 @@ export const encodeMessage = <A, I>(schema: Schema.Schema<A, I>, limits: Limits 
           : Either.right(frame(body))
       }
     )
+}
+
+/**
+ * One frame of a message this program built from values it has already validated (a response around a decoded
+ * handler reply, a request around a decoded client request): JSON and the size limit, without a Schema pass.
+ * `encodeMessage` checks a message of unknown origin.
+ */
+export const encodeJson = (message: unknown, maxFrame: number = defaultLimits.maxFrame): Either.Either<Uint8Array, MessageError> => {
+  let json: string | undefined
+  try {
+    json = JSON.stringify(message)
+  } catch (e) {
+    return Either.left(new MessageError({ reason: "Unencodable", detail: e instanceof Error ? e.message : String(e), issues: [] }))
+  }
+  if (json === undefined) return Either.left(new MessageError({ reason: "Unencodable", detail: "not a JSON value", issues: [] }))
+  const length = Buffer.byteLength(json)
+  if (length > maxFrame) {
+    return Either.left(new MessageError({ reason: "TooLarge", detail: `message of ${length} bytes exceeds ${maxFrame}`, issues: [] }))
+  }
+  const out = Buffer.allocUnsafe(4 + length)
+  out.writeUInt32LE(length, 0)
+  out.write(json, 4, "utf8")
+  return Either.right(out)
 }
 
 /** `encodeMessage` as an Effect. */

@@ -51,9 +51,28 @@ export class ConversationHub extends Context.Tag("upm/ConversationHub")<Conversa
   readonly answer: (token: string, id: number, answer: string) => Effect.Effect<boolean>
   /** A handle for one request, valid until the scope closes. */
   readonly handle: (conversation: Conversation) => Effect.Effect<Handle, never, Scope.Scope>
+  /**
+   * Runs `use` with a handle on the conversation of `token`, valid while `use` runs; `undefined` when that
+   * conversation is not open. (`conversation` + `handle` without a Scope: this runs for every handler request.)
+   */
+  readonly withHandle: <A, E, R>(
+    token: string,
+    use: (handle: Handle | undefined) => Effect.Effect<A, E, R>
+  ) => Effect.Effect<A, E, R>
+  /**
+   * A handle on the conversation of `token` until `close` runs (synchronous, so that a callback can end it);
+   * `None` when that conversation is not open.
+   */
+  readonly openHandle: (token: string) => Effect.Effect<Option.Option<OpenHandle>>
   /** The handle a token names (for the handle socket and tests). */
   readonly byHandle: (token: string) => Effect.Effect<Option.Option<Conversation>>
 }>() {}
+
+export interface OpenHandle {
+  readonly handle: Handle
+  /** Ends the handle (idempotent). */
+  readonly close: () => void
+}
 
 export interface ConversationOptions {
   /** Directory for the handle socket; default: a fresh private temporary directory, removed on stop. */
@@ -63,6 +82,26 @@ export interface ConversationOptions {
 }
 
 const newToken = () => randomBytes(32).toString("base64url")
+
+/**
+ * Unguessable tokens, 32 random bytes each, cut from a pool refilled 64 at a time: a handle is made for every
+ * handler request, and one `randomBytes` call per token cost more than the rest of the handle.
+ */
+const tokenSource = () => {
+  const TOKEN = 32
+  let pool = Buffer.alloc(0)
+  let at = 0
+  return {
+    next: (): string => {
+      if (at + TOKEN > pool.length) {
+        pool = randomBytes(TOKEN * 64)
+        at = 0
+      }
+      at += TOKEN
+      return pool.toString("base64url", at - TOKEN, at)
+    }
+  }
+}
 
 interface Partner {
   readonly session: SessionLink
@@ -116,7 +155,10 @@ export const make = (options: ConversationOptions = {}) =>
     const path = yield* Path.Path
     const receiveTimeout = options.receiveTimeout ?? Duration.minutes(5)
     const partners = yield* Ref.make(HashMap.empty<string, Partner>())
-    const handles = yield* Ref.make(HashMap.empty<string, Conversation>())
+    // Live handles. A plain Map of this hub: one is added and removed for every handler request, also from
+    // callbacks (openHandle's close).
+    const handles = new Map<string, Conversation>()
+    const tokens = tokenSource()
 
     const conversationOf = (token: string, partner: Partner): Conversation => ({
       send: (message) =>
@@ -173,7 +215,7 @@ export const make = (options: ConversationOptions = {}) =>
     yield* fs.chmod(socket, 0o600).pipe(Effect.orDie)
     yield* Effect.addFinalizer(() => fs.remove(socket, { force: true }).pipe(Effect.ignore))
 
-    const byHandle = (token: string) => Effect.map(Ref.get(handles), HashMap.get(token))
+    const byHandle = (token: string) => Effect.sync(() => Option.fromNullable(handles.get(token)))
     yield* Effect.forkScoped(server.run(() => serveHandles(byHandle)))
 
     return ConversationHub.of({
@@ -189,9 +231,35 @@ export const make = (options: ConversationOptions = {}) =>
         }),
       handle: (c) =>
         Effect.acquireRelease(
-          Effect.sync(newToken).pipe(Effect.tap((token) => Ref.update(handles, HashMap.set(token, c)))),
-          (token) => Ref.update(handles, HashMap.remove(token))
+          Effect.sync(() => {
+            const token = tokens.next()
+            handles.set(token, c)
+            return token
+          }),
+          (token) => Effect.sync(() => handles.delete(token))
         ).pipe(Effect.map((token) => ({ token, socket }))),
+      withHandle: (token, use) =>
+        Effect.flatMap(Ref.get(partners), (m) => {
+          const partner = HashMap.get(m, token)
+          if (Option.isNone(partner)) return use(undefined)
+          const c = conversationOf(token, partner.value)
+          return Effect.acquireUseRelease(
+            Effect.sync(() => {
+              const handle = tokens.next()
+              handles.set(handle, c)
+              return handle
+            }),
+            (handle) => use({ token: handle, socket }),
+            (handle) => Effect.sync(() => handles.delete(handle))
+          )
+        }),
+      openHandle: (token) =>
+        Effect.map(Ref.get(partners), (m) =>
+          Option.map(HashMap.get(m, token), (partner): OpenHandle => {
+            const handle = tokens.next()
+            handles.set(handle, conversationOf(token, partner))
+            return { handle: { token: handle, socket }, close: () => handles.delete(handle) }
+          })),
       byHandle
     })
   })

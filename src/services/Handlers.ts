@@ -28,7 +28,7 @@
  */
 import { Command, type CommandExecutor } from "@effect/platform"
 import {
-  Chunk, Clock, Context, Deferred, Duration, Effect, Either, HashMap, Layer, Option, ParseResult, Queue, Ref, Schedule, Schema,
+  Chunk, Clock, Context, Deferred, Duration, Effect, Either, Exit, Layer, Mailbox, Option, ParseResult, Ref, Schedule, Schema,
   type Scope, Stream, SubscriptionRef
 } from "effect"
 import * as Codec from "../protocol/MessageCodec.js"
@@ -119,7 +119,20 @@ export class Handlers extends Context.Tag("upm/Handlers")<Handlers, {
   readonly spec: (type: string) => Option.Option<HandlerSpec>
   /** Sends a request to the type's handler and waits for its reply. */
   readonly call: (invocation: Invocation) => Effect.Effect<Codec.HandlerReply, HandlerError>
+  /**
+   * `call` without a waiting fiber, for the message server's hot path: when the request can be sent at once (a
+   * persistent handler that is running, a free slot), it is sent and `onDone` gets its outcome exactly once,
+   * later, from the fiber reading the handler's replies (or at once if it fails at once); the result is a
+   * function that abandons the request. `None`: nothing was sent (per-request mode, no free slot, the process
+   * is restarting); use `call`, which waits or says why not.
+   */
+  readonly start: (invocation: Invocation, onDone: OnDone) => Effect.Effect<Option.Option<Cancel>>
 }>() {}
+
+/** Receives a started request's outcome. Called from another fiber: it must not block. */
+export type OnDone = (result: Exit.Exit<Codec.HandlerReply, HandlerError>) => void
+/** Abandons a started request: its slot is freed and `onDone` is not called. */
+export type Cancel = () => void
 
 // ---------------------------------------------------------------------------------------------
 // Processes
@@ -217,10 +230,14 @@ const replies = (name: string, spec: HandlerSpec, stdout: Stream.Stream<Uint8Arr
 // ---------------------------------------------------------------------------------------------
 // Runners
 
-type Runner = (invocation: Invocation) => Effect.Effect<Codec.HandlerReply, HandlerError>
+interface Runner {
+  readonly call: (invocation: Invocation) => Effect.Effect<Codec.HandlerReply, HandlerError>
+  /** Sends at once if the process is up (see `Handlers.start`); admission is the caller's. */
+  readonly start?: (invocation: Invocation, onDone: OnDone) => Effect.Effect<Option.Option<Cancel>>
+}
 
 const perRequest = (name: string, spec: HandlerSpec): Effect.Effect<Runner, never, CommandExecutor.CommandExecutor> =>
-  Effect.map(Effect.context<CommandExecutor.CommandExecutor>(), (context) => (invocation: Invocation) =>
+  Effect.map(Effect.context<CommandExecutor.CommandExecutor>(), (context): Runner => ({ call: (invocation: Invocation) =>
     Effect.scoped(Effect.gen(function* () {
       const env: Record<string, string> = { UPM_MESSAGE_TYPE: invocation.type }
       if (invocation.handle !== undefined) {
@@ -245,102 +262,160 @@ const perRequest = (name: string, spec: HandlerSpec): Effect.Effect<Runner, neve
         onTimeout: () => new HandlerError({ handler: name, reason: "Timeout", detail: `no reply within ${Duration.format(spec.timeout)}; killed` })
       }),
       Effect.provide(context)
-    ))
+    ) }))
 
-interface Worker {
-  readonly send: (frame: Uint8Array) => Effect.Effect<void>
-  /** Registers a request due by `deadline` (epoch ms); fails when this process is already gone. */
-  readonly register: (id: number, entry: PendingEntry) => Effect.Effect<void, HandlerError>
-  readonly unregister: (id: number) => Effect.Effect<void>
-  /** Ends this process (it is then restarted); its in-flight requests fail with `error`. */
-  readonly stop: (error: HandlerError) => Effect.Effect<void>
-}
-
+/** A request waiting for its reply from a persistent handler process. */
 interface PendingEntry {
-  readonly deferred: Deferred.Deferred<Codec.HandlerReply, HandlerError>
+  readonly done: OnDone
+  /** Epoch ms after which the request fails with Timeout. */
   readonly deadline: number
 }
 
-type Pending = Option.Option<HashMap.HashMap<number, PendingEntry>>
+interface Worker {
+  /**
+   * Sends a request frame and calls `resume` with its reply, or with why there will be none. Synchronous: a
+   * request costs a Map entry and a place in the stdin batch, no fiber, Deferred or Queue of its own.
+   */
+  readonly submit: (id: number, frame: Uint8Array, entry: PendingEntry) => void
+  /** The request was interrupted: forget it (a late reply is then ignored). */
+  readonly forget: (id: number) => void
+}
 
 /** The process is considered stable, and the restart backoff reset, after running this long. */
 const STABLE_AFTER = Duration.seconds(10)
 
+/** Waits for the next turn of the event loop, so that requests arriving in the same I/O phase share one write. */
+const nextTurn = Effect.async<void>((resume) => {
+  const timer = setImmediate(() => resume(Effect.void))
+  return Effect.sync(() => clearImmediate(timer))
+})
+
 const persistent = (name: string, spec: HandlerSpec): Effect.Effect<Runner, never, CommandExecutor.CommandExecutor | Scope.Scope> =>
   Effect.gen(function* () {
     const current = yield* SubscriptionRef.make(Option.none<Worker>())
+    // The running process, mirrored from `current` for the synchronous fast path, and the next request id.
+    let live: Worker | undefined
+    let nextId = 1
+    const setCurrent = (worker: Worker | undefined) =>
+      Effect.suspend(() => {
+        live = worker
+        return SubscriptionRef.set(current, Option.fromNullable(worker))
+      })
     const lastExit = yield* Ref.make("it has not started yet")
-    const nextId = yield* Ref.make(1)
     const annotate = Effect.annotateLogs({ handler: name })
+    const decodeReply = Codec.decodeMessage(Codec.HandlerReply, { maxFrame: spec.maxFrame, maxDepth: Codec.defaultLimits.maxDepth })
 
     /** Runs one process until it exits, misbehaves or is stopped; its in-flight requests fail then. */
     const runOnce = Effect.scoped(Effect.gen(function* () {
       const proc = yield* spawn(name, spec, { UPM_MESSAGE_TYPE: name })
-      // Bounded: never more frames waiting than requests allowed in flight.
-      const stdin = yield* Queue.bounded<Uint8Array>(spec.concurrency + 1)
-      // Frames waiting together go out in one write.
-      yield* Stream.fromQueue(stdin).pipe(
-        Stream.mapChunks((frames) => Chunk.of<Uint8Array>(Chunk.size(frames) === 1 ? Chunk.unsafeHead(frames) : Buffer.concat([...frames]))),
-        Stream.run(proc.stdin),
-        Effect.ignore,
-        Effect.forkScoped
-      )
-      const pending = yield* Ref.make<Pending>(Option.some(HashMap.empty()))
-      const stopped = yield* Deferred.make<never, HandlerError>()
-      const worker: Worker = {
-        send: (frame) => Queue.offer(stdin, frame).pipe(Effect.asVoid),
-        register: (id, entry) =>
-          Ref.modify(pending, (p): readonly [boolean, Pending] =>
-            Option.isNone(p) ? [false, p] : [true, Option.some(HashMap.set(p.value, id, entry))]).pipe(
-            Effect.flatMap((ok) =>
-              ok ? Effect.void : Effect.fail(new HandlerError({ handler: name, reason: "Restarted", detail: "the handler process stopped" })))
-          ),
-        unregister: (id) => Ref.update(pending, Option.map(HashMap.remove(id))),
+      // In-flight requests by id. A plain Map owned by this process's run (the hot path: a Ref of a HashMap and
+      // a Deferred per request cost more than the rest of the request); `stopped` is set once, with the error.
+      const pending = new Map<number, PendingEntry>()
+      let stopped: HandlerError | undefined
+      const done = yield* Deferred.make<HandlerError>()
+      // When the server stops (this scope closes first), requests still waiting fail instead of hanging.
+      yield* Effect.addFinalizer(() => stop(new HandlerError({ handler: name, reason: "Unavailable", detail: "the server is stopping" })))
+      const stop = Effect.fnUntraced(function* (error: HandlerError) {
+        if (stopped !== undefined) return
+        stopped = error
         // New requests wait for the next process from now on.
-        stop: (error) => SubscriptionRef.set(current, Option.none()).pipe(Effect.zipRight(Deferred.fail(stopped, error)), Effect.asVoid)
+        yield* setCurrent(undefined)
+        const inFlight = [...pending.values()]
+        pending.clear()
+        for (const entry of inFlight) entry.done(Exit.fail(error))
+        yield* Deferred.succeed(done, error)
+      })
+
+      // Frames waiting together go out in one write. Bounded: the admission semaphore lets at most `concurrency`
+      // requests in flight, and a frame leaves the mailbox before its request can complete.
+      const stdin = yield* Mailbox.make<Uint8Array>({ capacity: spec.concurrency + 1 })
+      // Once a frame is there, wait for the next turn of the event loop and take what came meanwhile too.
+      const batches = stdin.takeAll.pipe(
+        Effect.flatMap(([first, end]) =>
+          Chunk.isEmpty(first) && end
+            ? Effect.fail(Option.none())
+            : Effect.map(Effect.zipRight(nextTurn, stdin.clear), (more) => {
+              const frames = Chunk.appendAll(first, more)
+              return Chunk.of<Uint8Array>(Chunk.size(frames) === 1 ? Chunk.unsafeHead(frames) : Buffer.concat([...frames]))
+            }))
+      )
+      yield* Stream.repeatEffectChunkOption(batches).pipe(Stream.run(proc.stdin), Effect.ignore, Effect.forkScoped)
+
+      const worker: Worker = {
+        submit: (id, frame, entry) => {
+          if (stopped !== undefined) return entry.done(Exit.fail(new HandlerError({ handler: name, reason: "Restarted", detail: stopped.detail })))
+          if (!stdin.unsafeOffer(frame)) {
+            return entry.done(Exit.fail(new HandlerError({ handler: name, reason: "Busy", detail: "the handler's input is full" })))
+          }
+          pending.set(id, entry)
+        },
+        forget: (id) => {
+          pending.delete(id)
+        }
       }
-      const complete = (reply: Codec.HandlerReply) => {
-        const id = reply.header.id
-        return Ref.modify(pending, (p) => {
-          if (typeof id !== "number" || Option.isNone(p)) return [Option.none(), p] as const
-          return [HashMap.get(p.value, id), Option.some(HashMap.remove(p.value, id))] as const
-        }).pipe(Effect.flatMap(Option.match({
-          onNone: () => Effect.logWarning(`reply for unknown request id ${JSON.stringify(id)} ignored`),
-          onSome: (entry) => Deferred.succeed(entry.deferred, reply)
-        })))
-      }
+
+      /** Replies from stdout, matched to their requests by `header.id`. Garbage stops this process. */
+      const reader = Codec.frameReader(spec.maxFrame)
+      const onChunk = (chunk: Chunk.Chunk<Uint8Array>) =>
+        Effect.suspend(() => {
+          const unknown: Array<unknown> = []
+          for (const bytes of chunk) {
+            const frames = reader.push(bytes)
+            if (Either.isLeft(frames)) {
+              return Effect.fail(new HandlerError({ handler: name, reason: "TooLarge", detail: `reply frame too large: ${frames.left.message}` }))
+            }
+            for (const body of frames.right) {
+              const reply = decodeReply(body)
+              if (Either.isLeft(reply)) {
+                return Effect.fail(new HandlerError({ handler: name, reason: "Garbage", detail: `bad reply: ${reply.left.message}` }))
+              }
+              const id = reply.right.header.id
+              const entry = typeof id === "number" ? pending.get(id) : undefined
+              if (entry === undefined || typeof id !== "number") unknown.push(id)
+              else {
+                pending.delete(id)
+                entry.done(Exit.succeed(reply.right))
+              }
+            }
+          }
+          return unknown.length === 0
+            ? Effect.void
+            : Effect.logWarning(`reply for unknown request id ${unknown.map((id) => JSON.stringify(id)).join(", ")} ignored`)
+        })
+      const readReplies = proc.stdout.pipe(
+        Stream.mapError((e) => new HandlerError({ handler: name, reason: "Exited", detail: `reading stdout failed: ${String(e)}` })),
+        Stream.runForEachChunk(onChunk),
+        Effect.zipRight(Effect.suspend(() =>
+          Option.match(reader.end(), {
+            onNone: () => exitDetail(proc).pipe(
+              Effect.flatMap((how) => Effect.fail(new HandlerError({ handler: name, reason: "Exited", detail: `the handler ${how}` })))
+            ),
+            onSome: (e) => Effect.fail(new HandlerError({ handler: name, reason: "Garbage", detail: `stdout ended inside a frame (${e.length} bytes)` }))
+          }))),
+        Effect.catchAll(stop)
+      )
+      yield* Effect.forkScoped(readReplies)
+
       // One sweeper per process instead of a timer per request (a timer per request cost more than the rest of
       // the request): requests past their deadline fail with Timeout, and the process counts as hung.
       const tick = Duration.millis(Math.min(1000, Math.max(10, Duration.toMillis(spec.timeout) / 10)))
       const sweep = Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
-        const expired = yield* Ref.modify(pending, (p): readonly [ReadonlyArray<readonly [number, PendingEntry]>, Pending] => {
-          if (Option.isNone(p)) return [[], p]
-          const late = [...HashMap.filter(p.value, (e) => e.deadline <= now)]
-          return [late, late.length === 0 ? p : Option.some(HashMap.removeMany(p.value, late.map(([id]) => id)))]
-        })
+        const expired: Array<readonly [number, PendingEntry]> = []
+        for (const item of pending) if (item[1].deadline <= now) expired.push(item)
         if (expired.length === 0) return
+        for (const [id] of expired) pending.delete(id)
         const timeout = new HandlerError({ handler: name, reason: "Timeout", detail: `no reply within ${Duration.format(spec.timeout)}; restarting the handler` })
-        yield* worker.stop(new HandlerError({
+        for (const [, entry] of expired) entry.done(Exit.fail(timeout))
+        yield* stop(new HandlerError({
           handler: name, reason: "Restarted", detail: `restarted: request ${expired.map(([id]) => id).join(", ")} got no reply within ${Duration.format(spec.timeout)}`
         }))
-        yield* Effect.forEach(expired, ([, e]) => Deferred.fail(e.deferred, timeout), { discard: true })
       })
       yield* sweep.pipe(Effect.repeat(Schedule.spaced(tick)), Effect.forkScoped)
-      yield* SubscriptionRef.set(current, Option.some(worker))
+      yield* setCurrent(worker)
       yield* Effect.logInfo(`handler started (pid ${proc.pid})`)
-      const reader = replies(name, spec, proc.stdout).pipe(
-        Stream.runForEach(complete),
-        Effect.zipRight(Effect.flatMap(exitDetail(proc), (how) =>
-          Effect.fail(new HandlerError({ handler: name, reason: "Exited", detail: `the handler ${how}` }))))
-      )
-      const error = yield* Effect.raceFirst(reader, Deferred.await(stopped)).pipe(Effect.flip)
-      yield* SubscriptionRef.set(current, Option.none())
+      const error = yield* Deferred.await(done)
       yield* Ref.set(lastExit, error.detail)
-      const inFlight = yield* Ref.getAndSet(pending, Option.none())
-      if (Option.isSome(inFlight)) {
-        yield* Effect.forEach(HashMap.values(inFlight.value), (e) => Deferred.fail(e.deferred, error), { discard: true })
-      }
       yield* Effect.logWarning(`handler stopped: ${error.detail}`)
     }))
 
@@ -361,60 +436,151 @@ const persistent = (name: string, spec: HandlerSpec): Effect.Effect<Runner, neve
     const unavailable = () =>
       Effect.map(Ref.get(lastExit), (why) =>
         new HandlerError({ handler: name, reason: "Unavailable", detail: `not running within ${Duration.format(spec.timeout)} (${why})` }))
+    const waitForWorker = current.changes.pipe(
+      Stream.filterMap((w) => w),
+      Stream.runHead,
+      Effect.flatten,
+      Effect.timeout(spec.timeout),
+      Effect.catchAll(() => Effect.flatMap(unavailable(), Effect.fail))
+    )
 
-    return (invocation: Invocation) =>
-      Effect.gen(function* () {
-        // Fast path: the process is up. Otherwise wait for the supervisor to (re)start it, at most `timeout`.
-        const up = yield* SubscriptionRef.get(current)
-        const worker = Option.isSome(up) ? up.value : yield* current.changes.pipe(
-          Stream.filterMap((w) => w),
-          Stream.runHead,
-          Effect.flatten,
-          Effect.timeout(spec.timeout),
-          Effect.catchAll(() => Effect.flatMap(unavailable(), Effect.fail))
-        )
-        const id = yield* Ref.getAndUpdate(nextId, (n) => (n >= Number.MAX_SAFE_INTEGER ? 1 : n + 1))
-        const request = yield* Codec.encodeOne(Codec.HandlerRequest)(frameFor(id, invocation)).pipe(
-          Effect.mapError((e) => new HandlerError({ handler: name, reason: "Garbage", detail: `cannot encode request: ${e.message}` }))
-        )
-        const deferred = yield* Deferred.make<Codec.HandlerReply, HandlerError>()
-        const now = yield* Clock.currentTimeMillis
-        yield* worker.register(id, { deferred, deadline: now + Duration.toMillis(spec.timeout) })
-        return yield* worker.send(request).pipe(
-          Effect.zipRight(Deferred.await(deferred)),
-          Effect.ensuring(worker.unregister(id))
-        )
-      })
+    /** Encodes and sends; `done` gets the outcome. Returns the request's id, or nothing if it failed at once. */
+    const submit = (worker: Worker, invocation: Invocation, now: number, done: OnDone): number | undefined => {
+      const id = nextId
+      nextId = nextId >= Number.MAX_SAFE_INTEGER ? 1 : nextId + 1
+      const request = Codec.encodeJson(frameFor(id, invocation))
+      if (Either.isLeft(request)) {
+        done(Exit.fail(new HandlerError({ handler: name, reason: "Garbage", detail: `cannot encode request: ${request.left.message}` })))
+        return undefined
+      }
+      worker.submit(id, request.right, { done, deadline: now + Duration.toMillis(spec.timeout) })
+      return id
+    }
+    const callOn = (worker: Worker, invocation: Invocation) =>
+      Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Effect.async<Codec.HandlerReply, HandlerError>((resume) => {
+          const id = submit(worker, invocation, now, resume)
+          return Effect.sync(() => {
+            if (id !== undefined) worker.forget(id)
+          })
+        }))
+
+    return {
+      call: (invocation) =>
+        Effect.suspend(() =>
+          // Fast path: the process is up. Otherwise wait for the supervisor to (re)start it, at most `timeout`.
+          live !== undefined ? callOn(live, invocation) : Effect.flatMap(waitForWorker, (worker) => callOn(worker, invocation))),
+      start: (invocation, onDone) =>
+        Effect.suspend(() => {
+          const worker = live
+          if (worker === undefined) return Effect.succeed(Option.none())
+          return Effect.map(Clock.currentTimeMillis, (now) => {
+            const id = submit(worker, invocation, now, onDone)
+            return Option.some(() => {
+              if (id !== undefined) worker.forget(id)
+            })
+          })
+        })
+    } satisfies Runner
   })
 
+/**
+ * A counting limit that callbacks can release: `tryTake` and `release` are synchronous (a started request
+ * gives its slot back from the fiber that reads its reply), `take` waits. Waiters are woken on release and take
+ * the slot when they run, so an interrupted waiter never holds one.
+ */
+const makeSlots = (permits: number) => {
+  let taken = 0
+  const waiters = new Set<() => void>()
+  const tryTake = () => {
+    if (taken >= permits) return false
+    taken++
+    return true
+  }
+  const take: Effect.Effect<void> = Effect.async<void>((resume) => {
+    if (tryTake()) return resume(Effect.void)
+    const observer = () => {
+      if (taken >= permits) return
+      waiters.delete(observer)
+      resume(Effect.suspend(() => (tryTake() ? Effect.void : take)))
+    }
+    waiters.add(observer)
+    return Effect.sync(() => {
+      waiters.delete(observer)
+    })
+  })
+  const release = () => {
+    taken--
+    // Wake as many waiters as there are free slots (each takes its slot when it runs).
+    let free = permits - taken
+    for (const wake of waiters) {
+      if (free-- <= 0) break
+      wake()
+    }
+  }
+  return { tryTake, take, release }
+}
+
 /** Bounds a runner: `concurrency` at once, `queue` more waiting at most `timeout`, the rest refused. */
-const admit = (name: string, spec: HandlerSpec, run: Runner) =>
-  Effect.gen(function* () {
-    const slots = yield* Effect.makeSemaphore(spec.concurrency)
-    const admitted = yield* Ref.make(0)
+const admit = (name: string, spec: HandlerSpec, runner: Runner) =>
+  Effect.sync(() => {
+    const slots = makeSlots(spec.concurrency)
+    // Requests admitted (running or waiting): a plain counter of this runner, changed only synchronously.
+    let admitted = 0
+    const leave = Effect.sync(() => {
+      admitted--
+    })
+    const release = Effect.sync(slots.release)
     const busy = (detail: string) => new HandlerError({ handler: name, reason: "Busy", detail })
-    return (invocation: Invocation): Effect.Effect<Codec.HandlerReply, HandlerError> =>
-      Effect.acquireUseRelease(
-        Ref.modify(admitted, (n): readonly [boolean, number] => (n >= spec.concurrency + spec.queue ? [false, n] : [true, n + 1])),
-        (ok) =>
-          ok
-            // Fast path: a free slot now; otherwise wait for one, at most `timeout`.
-            ? slots.withPermitsIfAvailable(1)(run(invocation)).pipe(
-              Effect.flatMap(Option.match({
-                onSome: Effect.succeed,
-                onNone: () =>
-                  Effect.uninterruptibleMask((restore) =>
-                    restore(slots.take(1).pipe(Effect.timeoutOption(spec.timeout))).pipe(
-                      Effect.flatMap(Option.match({
-                        onNone: () => Effect.fail(busy(`no free slot within ${Duration.format(spec.timeout)} (${spec.concurrency} running)`)),
-                        onSome: () => restore(run(invocation)).pipe(Effect.ensuring(slots.release(1)))
-                      }))
-                    ))
-              }))
-            )
-            : Effect.fail(busy(`too many requests (${spec.concurrency} running, ${spec.queue} waiting); try again later`)),
-        (ok) => (ok ? Ref.update(admitted, (n) => n - 1) : Effect.void)
-      )
+    const waitForSlot = (invocation: Invocation) =>
+      Effect.uninterruptibleMask((restore) =>
+        restore(slots.take.pipe(Effect.timeoutOption(spec.timeout))).pipe(
+          Effect.flatMap(Option.match({
+            onNone: () => Effect.fail(busy(`no free slot within ${Duration.format(spec.timeout)} (${spec.concurrency} running)`)),
+            onSome: () => restore(runner.call(invocation)).pipe(Effect.ensuring(release))
+          }))
+        ))
+    const call = (invocation: Invocation): Effect.Effect<Codec.HandlerReply, HandlerError> =>
+      Effect.suspend(() => {
+        if (admitted >= spec.concurrency + spec.queue) {
+          return Effect.fail(busy(`too many requests (${spec.concurrency} running, ${spec.queue} waiting); try again later`))
+        }
+        admitted++
+        // Fast path: a free slot now; otherwise wait for one, at most `timeout`.
+        return (slots.tryTake() ? Effect.ensuring(runner.call(invocation), release) : waitForSlot(invocation)).pipe(Effect.ensuring(leave))
+      })
+    const startWith = runner.start
+    const start = startWith === undefined
+      ? () => Effect.succeed(Option.none<Cancel>())
+      : (invocation: Invocation, onDone: OnDone): Effect.Effect<Option.Option<Cancel>> =>
+        Effect.suspend(() => {
+          if (admitted >= spec.concurrency + spec.queue || !slots.tryTake()) return Effect.succeed(Option.none())
+          admitted++
+          let finished = false
+          const finish = () => {
+            if (finished) return false
+            finished = true
+            admitted--
+            slots.release()
+            return true
+          }
+          return Effect.map(
+            startWith(invocation, (result) => {
+              if (finish()) onDone(result)
+            }),
+            Option.match({
+              onNone: () => {
+                finish()
+                return Option.none()
+              },
+              onSome: (cancel) =>
+                Option.some(() => {
+                  if (finish()) cancel()
+                })
+            })
+          )
+        })
+    return { call, start }
   })
 
 // ---------------------------------------------------------------------------------------------
@@ -422,18 +588,22 @@ const admit = (name: string, spec: HandlerSpec, run: Runner) =>
 
 export const make = (config: HandlersConfig) =>
   Effect.gen(function* () {
-    const runners = new Map<string, Runner>()
+    const runners = new Map<string, Required<Runner>>()
     for (const [type, spec] of Object.entries(config)) {
-      const run = spec.mode === "persistent" ? yield* persistent(type, spec) : yield* perRequest(type, spec)
-      runners.set(type, yield* admit(type, spec, run))
+      const runner = spec.mode === "persistent" ? yield* persistent(type, spec) : yield* perRequest(type, spec)
+      runners.set(type, yield* admit(type, spec, runner))
     }
     return Handlers.of({
       spec: (type) => Option.fromNullable(config[type]),
       call: (invocation) => {
-        const run = runners.get(invocation.type)
-        return run === undefined
+        const runner = runners.get(invocation.type)
+        return runner === undefined
           ? Effect.fail(new HandlerError({ handler: invocation.type, reason: "NoHandler", detail: `no handler for type ${invocation.type}` }))
-          : run(invocation)
+          : runner.call(invocation)
+      },
+      start: (invocation, onDone) => {
+        const runner = runners.get(invocation.type)
+        return runner === undefined ? Effect.succeed(Option.none()) : runner.start(invocation, onDone)
       }
     })
   })
@@ -446,5 +616,6 @@ export const layer = (config: HandlersConfig): Layer.Layer<Handlers, never, Comm
 export const layerNone: Layer.Layer<Handlers> = Layer.succeed(Handlers, Handlers.of({
   spec: () => Option.none(),
   call: (invocation) =>
-    Effect.fail(new HandlerError({ handler: invocation.type, reason: "NoHandler", detail: `no handler for type ${invocation.type}` }))
+    Effect.fail(new HandlerError({ handler: invocation.type, reason: "NoHandler", detail: `no handler for type ${invocation.type}` })),
+  start: () => Effect.succeed(Option.none())
 }))

@@ -21,7 +21,7 @@
  *   reply itself, or an acknowledgement saying where it went.
  */
 import type { CommandExecutor, FileSystem, Path } from "@effect/platform"
-import { Duration, Effect, Either, FiberSet, HashMap, Layer, Mailbox, Option, Ref, Schema, Stream } from "effect"
+import { Cause, type Chunk, Duration, Effect, Either, Exit, FiberSet, HashMap, Layer, Mailbox, Option, Ref, Schema, Stream } from "effect"
 import * as Codec from "../protocol/MessageCodec.js"
 import { PackageName, releaseTagName, Version } from "../domain/Package.js"
 import { type Account, Accounts, type AccountsOptions, Role } from "./Accounts.js"
@@ -29,7 +29,7 @@ import * as AccountsModule from "./Accounts.js"
 import type { ConnectionError, ConnectionInfo } from "./Connection.js"
 import { MessageProtocol } from "./Connection.js"
 import { ConversationHub, type ConversationOptions, layerConversations, layerHub } from "./Conversations.js"
-import { type HandlerError, Handlers, HandlersConfig } from "./Handlers.js"
+import { type Cancel, type HandlerError, Handlers, HandlersConfig, type Invocation } from "./Handlers.js"
 import * as HandlersModule from "./Handlers.js"
 import type { ObjectStore } from "./ObjectStore.js"
 import {
@@ -114,6 +114,15 @@ interface Failure {
   readonly error: string
 }
 
+/** The types the server answers itself; any other goes to its handler. */
+const builtins: ReadonlySet<string> = new Set([
+  "authenticate", "logout", "change-password", "register", "conversation-open", "conversation-answer", "resolve",
+  "queue-list", "queue-accept", "queue-reject", "sync", "propose"
+])
+
+/** Built-ins answered in order on the read loop: cheap, and never to be blocked behind slow requests. */
+const inOrder: ReadonlySet<string> = new Set(["authenticate", "logout", "conversation-open", "conversation-answer"])
+
 export const make = (options: SessionOptions) =>
   Effect.gen(function* () {
     const accounts = yield* Accounts
@@ -125,7 +134,10 @@ export const make = (options: SessionOptions) =>
     const peers = yield* PeerLink
     const peerCredentials = yield* PeerCredentials
     const sessions = yield* Ref.make(HashMap.empty<number, SessionEntry>())
-    const encode = Codec.encodeMessage(Codec.ServerResponse, options.limits)
+    // Responses are built here from decoded values (statuses and types are bounded by the Schemas they came
+    // through), so they are framed without a second Schema pass.
+    const encode = (message: Codec.ServerResponse) => Codec.encodeJson(message, options.limits.maxFrame)
+    const decodeRequest = Codec.decodeMessage(Codec.ClientRequest, options.limits)
 
     /** Pushes a frame to every session of the named users (or all authenticated sessions); returns how many. */
     const sendToUsers = (users: "all" | ReadonlyArray<string>, message: Codec.ServerResponse, except: number) =>
@@ -230,27 +242,30 @@ export const make = (options: SessionOptions) =>
             return reply(status, type, { routed: "servers", deliveries }, id)
           })
 
-        const viaHandler = (request: Codec.ClientRequest) =>
-          Effect.gen(function* () {
+        /** Who may send `request` to its handler: the invocation without its handle, or why not. */
+        const invocationOf = (request: Codec.ClientRequest): Effect.Effect<Omit<Invocation, "handle">, Failure> =>
+          Effect.flatMap(Ref.get(identity), (who) => {
             const { type, data } = request.payload
             const spec = handlers.spec(type)
-            if (Option.isNone(spec)) return yield* Effect.fail<Failure>({ status: "no-handler", error: `no handler for type ${type}` })
-            const who = yield* Ref.get(identity)
+            if (Option.isNone(spec)) return Effect.fail<Failure>({ status: "no-handler", error: `no handler for type ${type}` })
             if (request.header.scope === "client" && Option.isNone(who.user) && !spec.value.anonymous) {
-              return yield* Effect.fail<Failure>({ status: "unauthorized", error: `authenticate first: type ${type} is not open to anonymous sessions` })
+              return Effect.fail<Failure>({ status: "unauthorized", error: `authenticate first: type ${type} is not open to anonymous sessions` })
             }
-            const handlerReply = yield* Effect.scoped(Effect.gen(function* () {
-              const conversation = yield* hub.conversation(conversationToken)
-              const handle = Option.isSome(conversation) ? yield* hub.handle(conversation.value) : undefined
-              return yield* handlers.call({
-                type,
-                scope: request.header.scope,
-                data,
-                user: Option.getOrUndefined(who.user)?.username,
-                peer: Option.getOrUndefined(who.peer),
-                handle
-              })
-            })).pipe(Effect.mapError((e) => failWith(statusOfHandlerError(e))(e)))
+            return Effect.succeed({
+              type,
+              scope: request.header.scope,
+              data,
+              user: Option.getOrUndefined(who.user)?.username,
+              peer: Option.getOrUndefined(who.peer)
+            })
+          })
+
+        const viaHandler = (request: Codec.ClientRequest) =>
+          Effect.gen(function* () {
+            const invocation = yield* invocationOf(request)
+            const handlerReply = yield* hub.withHandle(conversationToken, (handle) => handlers.call({ ...invocation, handle })).pipe(
+              Effect.mapError((e) => failWith(statusOfHandlerError(e))(e))
+            )
             return yield* route(request, handlerReply)
           })
 
@@ -363,36 +378,117 @@ export const make = (options: SessionOptions) =>
 
         // -- the read loop
 
-        const inFlight = yield* Ref.make(0)
         const requests = yield* FiberSet.make<void>()
         const answer = (request: Codec.ClientRequest) =>
           respond(request).pipe(
             Effect.catchAll((f) => Effect.succeed(reply(f.status, request.payload.type, { error: f.error }, request.header.id))),
             Effect.flatMap(push)
           )
-        const dispatch = (request: Codec.ClientRequest) =>
-          Effect.gen(function* () {
-            const refused = yield* authenticate(request)
-            if (Option.isSome(refused)) {
-              return yield* push(reply(refused.value.status, request.payload.type, { error: refused.value.error }, request.header.id))
-            }
-            // Cheap built-ins are answered in order, never blocked behind slow requests.
-            if (["authenticate", "logout", "conversation-open", "conversation-answer"].includes(request.payload.type)) {
-              return yield* answer(request)
-            }
-            const admitted = yield* Ref.modify(inFlight, (n): readonly [boolean, number] => (n >= options.maxInFlight ? [false, n] : [true, n + 1]))
-            if (!admitted) {
-              return yield* push(reply("busy", request.payload.type, { error: `more than ${options.maxInFlight} requests in flight on this connection` }, request.header.id))
-            }
-            yield* FiberSet.run(requests, answer(request).pipe(Effect.ensuring(Ref.update(inFlight, (n) => n - 1))))
-          })
 
-        const loop = input.pipe(
-          Codec.decodeAll(Codec.ClientRequest, options.limits),
-          Stream.runForEach(Either.match({
+        // The fast lane: a request for a running persistent handler with a free slot is sent by the read loop
+        // itself (Handlers.start), and its reply answered from the callback, with no fiber of its own. What cannot
+        // be done synchronously there (routing elsewhere, waiting for room in the output) runs in `requests`.
+        const forkRequest = yield* FiberSet.runtime(requests)<never>()
+        const started = new Map<number, Cancel>()
+        let nextStarted = 0
+        const noneStarted = yield* Effect.makeLatch(true)
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            // The session was interrupted: give the handler slots of unanswered requests back.
+            for (const cancel of started.values()) cancel()
+            started.clear()
+          }))
+        const pushNow = (message: Codec.ServerResponse) => {
+          const frame = encode(message)
+          if (Either.isRight(frame) && out.unsafeOffer(frame.right)) return
+          if (Option.isSome(out.unsafeSize())) forkRequest(push(message)) // full (or too large): the Effect way
+        }
+        const deliver = (request: Codec.ClientRequest, result: Exit.Exit<Codec.HandlerReply, HandlerError>) => {
+          const type = request.payload.type
+          if (Exit.isFailure(result)) {
+            const e = Cause.failureOption(result.cause)
+            return Option.isSome(e)
+              ? pushNow(reply(statusOfHandlerError(e.value), type, { error: e.value.message }, request.header.id))
+              : pushNow(reply("error", type, { error: "the handler request was interrupted" }, request.header.id))
+          }
+          const { command, commandData } = result.value.header
+          if (command === "sendClients" && (commandData === undefined || commandData === null || commandData === "requester")) {
+            return pushNow(reply(result.value.header.status, result.value.payload.type, result.value.payload.data, request.header.id))
+          }
+          forkRequest(Effect.flatMap(route(request, result.value), push))
+        }
+        /** Sends `request` to its handler on the fast lane; false when that is not possible now. */
+        const startFast = (request: Codec.ClientRequest, invocation: Omit<Invocation, "handle">) =>
+          Effect.flatMap(hub.openHandle(conversationToken), (opened) => {
+            const key = nextStarted++
+            let done = false
+            const onDone = (result: Exit.Exit<Codec.HandlerReply, HandlerError>) => {
+              done = true
+              if (Option.isSome(opened)) opened.value.close()
+              deliver(request, result)
+              if (started.delete(key) && started.size === 0) noneStarted.unsafeOpen()
+            }
+            const handle = Option.getOrUndefined(opened)?.handle
+            return Effect.map(handlers.start({ ...invocation, handle }, onDone), Option.match({
+              onNone: () => {
+                if (Option.isSome(opened)) opened.value.close()
+                return false
+              },
+              onSome: (cancel) => {
+                if (!done) {
+                  started.set(key, cancel)
+                  noneStarted.unsafeClose()
+                }
+                return true
+              }
+            }))
+          })
+        const viaHandlerFast = (request: Codec.ClientRequest) =>
+          invocationOf(request).pipe(
+            Effect.flatMap((invocation) => startFast(request, invocation)),
+            Effect.catchAll((f) => Effect.as(push(reply(f.status, request.payload.type, { error: f.error }, request.header.id)), true))
+          )
+
+        const admitAndRun = (request: Codec.ClientRequest) => {
+          const type = request.payload.type
+          // Cheap built-ins are answered in order, never blocked behind slow requests.
+          if (inOrder.has(type)) return answer(request)
+          return Effect.flatMap(FiberSet.size(requests), (running) => {
+            if (running + started.size >= options.maxInFlight) {
+              return push(reply("busy", type, { error: `more than ${options.maxInFlight} requests in flight on this connection` }, request.header.id))
+            }
+            const slow = FiberSet.run(requests, answer(request))
+            return builtins.has(type) ? slow : Effect.flatMap(viaHandlerFast(request), (sent) => (sent ? Effect.void : slow))
+          })
+        }
+        const dispatch = (request: Codec.ClientRequest): Effect.Effect<void> =>
+          // Only a message with credentials, or the first of a peer, has anything to authenticate.
+          request.header.authentication === undefined && request.header.scope === "client"
+            ? admitAndRun(request)
+            : Effect.flatMap(authenticate(request), Option.match({
+              onSome: (refused) => push(reply(refused.status, request.payload.type, { error: refused.error }, request.header.id)),
+              onNone: () => admitAndRun(request)
+            }))
+        const onFrame = (body: Uint8Array) =>
+          Either.match(decodeRequest(body), {
             onLeft: (e) => push(reply("bad-request", "error", { error: e.message, issues: e.issues }, undefined)),
             onRight: dispatch
-          })),
+          })
+        // Frames are cut from each read synchronously (a stream stage per frame costs more than a small request).
+        const reader = Codec.frameReader(options.limits.maxFrame)
+        const onChunk = (chunk: Chunk.Chunk<Uint8Array>) =>
+          Effect.suspend(() => {
+            const bodies: Array<Uint8Array> = []
+            for (const bytes of chunk) {
+              const frames = reader.push(bytes)
+              if (Either.isLeft(frames)) return Effect.forEach(bodies, onFrame, { discard: true }).pipe(Effect.zipRight(Effect.fail(frames.left)))
+              for (const body of frames.right) bodies.push(body)
+            }
+            return bodies.length === 1 ? onFrame(bodies[0]!) : Effect.forEach(bodies, onFrame, { discard: true })
+          })
+        const loop = input.pipe(
+          Stream.runForEachChunk(onChunk),
+          Effect.zipRight(Effect.suspend(() => Option.match(reader.end(), { onNone: () => Effect.void, onSome: Effect.fail }))),
           Effect.catchAll((e) =>
             e._tag === "FrameError"
               ? push(reply("bad-request", "error", { error: e.message }, undefined)).pipe(
@@ -402,7 +498,7 @@ export const make = (options: SessionOptions) =>
         )
         // When the client has sent everything it can no longer answer a `receive`: end its conversation, answer
         // what is in flight, then end the output.
-        const drain = Effect.zipRight(closeConversation, FiberSet.awaitEmpty(requests))
+        const drain = closeConversation.pipe(Effect.zipRight(noneStarted.await), Effect.zipRight(FiberSet.awaitEmpty(requests)))
         yield* loop.pipe(Effect.zipRight(drain), Effect.ensuring(out.end), log, Effect.forkScoped)
         return Mailbox.toStream(out)
       }))

@@ -6,7 +6,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { NodeContext } from "@effect/platform-node"
-import { Effect, Either, Exit, Logger, Ref, Schema, Scope } from "effect"
+import { Cause, Deferred, Effect, Either, Exit, Logger, Option, Ref, Schema, Scope } from "effect"
 import { HandlerError, Handlers, HandlersConfig, type HandlerSpecInput, make } from "../../src/services/Handlers.js"
 import { children, eventually, nodeHandler, openPipesAndSockets } from "./MessageFixtures.js"
 
@@ -175,6 +175,49 @@ describe("Handlers", () => {
         }
         // capacity is back afterwards
         assert.strictEqual((yield* call(h, "gate", 99)).payload.data, 99)
+      })))
+
+  it.live("start (the fast lane): sent at once and answered through the callback; None when it cannot be", () =>
+    withHandlers({
+      echo: nodeHandler(`onRequest((req) => req.payload.data === "die" ? process.exit(5) : reply(req, "ok", req.payload.data))`, { ...fast, mode: "persistent", concurrency: 2, queue: 0 }),
+      slow: nodeHandler(`onRequest((req) => new Promise((r) => setTimeout(() => r(reply(req, "ok", req.payload.data)), 200)))`, { ...fast, mode: "persistent", concurrency: 1, queue: 0 }),
+      once: nodeHandler(`onRequest((req) => reply(req, "ok", 1))`, fast)
+    }, (h) =>
+      Effect.gen(function* () {
+        const startAndWait = (type: string, data: unknown) =>
+          Effect.gen(function* () {
+            const result = yield* Deferred.make<Exit.Exit<unknown, HandlerError>>()
+            const cancel = yield* h.start({ type, scope: "client", data }, (exit) => {
+              Deferred.unsafeDone(result, Exit.succeed(Exit.map(exit, (r) => r.payload.data)))
+            })
+            return { cancel, deferred: result, result: Deferred.await(result) }
+          })
+        yield* call(h, "echo", "warm") // the process is up
+        const one = yield* startAndWait("echo", 42)
+        assert.isTrue(Option.isSome(one.cancel))
+        assert.deepStrictEqual(yield* one.result, Exit.succeed(42))
+        // a crash mid-request reaches the callback as a typed error
+        const dying = yield* startAndWait("echo", "die")
+        const died = yield* dying.result
+        assert.isTrue(Exit.isFailure(died))
+        if (Exit.isFailure(died)) {
+          const e = Cause.failureOption(died.cause)
+          assert.isTrue(Option.isSome(e) && e.value.reason === "Exited" && e.value.detail.includes("exited with code 5"))
+        }
+        // per-request handlers and unknown types are not on the fast lane
+        assert.isTrue(Option.isNone((yield* startAndWait("once", 1)).cancel))
+        assert.isTrue(Option.isNone((yield* startAndWait("nope", 1)).cancel))
+        // the slot limit: a second start while one runs is refused (None); cancelling gives the slot back
+        yield* call(h, "slow", "warm")
+        const first = yield* startAndWait("slow", 1)
+        assert.isTrue(Option.isSome(first.cancel))
+        assert.isTrue(Option.isNone((yield* startAndWait("slow", 2)).cancel))
+        if (Option.isSome(first.cancel)) first.cancel.value()
+        const third = yield* startAndWait("slow", 3)
+        assert.isTrue(Option.isSome(third.cancel))
+        assert.deepStrictEqual(yield* third.result, Exit.succeed(3))
+        // the cancelled request never calls back (its late reply, in before the third's, was ignored)
+        assert.isFalse(yield* Deferred.isDone(first.deferred))
       })))
 
   it.live("stderr goes to the server log with the handler's name", () =>
