@@ -17,7 +17,7 @@ import { Context, Deferred, Duration, Effect, Either, Exit, Layer, Mailbox, Opti
 import { children, decodeFramed, type GitObject, type ObjectType } from "../domain/GitObject.js"
 import { type ObjectHash, parseHash, sha1 } from "../domain/ObjectHash.js"
 import type { PackageName, Range } from "../domain/Package.js"
-import { parseRelease, Version } from "../domain/Package.js"
+import { compareVersions, parseRelease, Version } from "../domain/Package.js"
 import * as Codec from "../protocol/SyncCodec.js"
 import { ConnectionError, type Protocol } from "./Connection.js"
 import { getDecoded, getDeflated, getFramed, missingReachable, ObjectStore } from "./ObjectStore.js"
@@ -606,6 +606,26 @@ export const openSession = (transport: Transport, store: ObjectStore["Type"], op
       pullAll: pullGraphs,
       push: pushGraph
     } satisfies SyncSession
+  })
+
+/**
+ * The haves for pulling a release of `name`: the tags of the releases of that package sealed in the local store
+ * (sealed means complete), newest first, at most 16. With them a v2/v3 server sends only what changed:
+ * `session.pull(tag, { haves: yield* localHaves(name) })`.
+ */
+export const localHaves = (name: PackageName) =>
+  Effect.gen(function* () {
+    const store = yield* ObjectStore
+    const refs = yield* store.listRefs(`refs/tags/${name}/`)
+    return refs
+      .flatMap((ref) =>
+        Either.match(parseRelease(ref.name), {
+          onLeft: () => [],
+          onRight: (release) => (release.name === name ? [{ version: release.version, hash: ref.hash }] : [])
+        }))
+      .sort((a, b) => compareVersions(b.version, a.version))
+      .slice(0, 16)
+      .map((release) => release.hash)
   })
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Either, Layer, Option, Stream } from "effect"
 import { decodeFramed, hashOf } from "../../src/domain/GitObject.js"
 import { type ObjectHash, sha1 } from "../../src/domain/ObjectHash.js"
-import { getFramed, missingReachable, ObjectStore } from "../../src/services/ObjectStore.js"
+import { getFramed, missingReachable, ObjectStore, RefName } from "../../src/services/ObjectStore.js"
 import * as ProposalPolicy from "../../src/services/ProposalPolicy.js"
 import * as SyncClient from "../../src/services/SyncClient.js"
 import * as SyncServer from "../../src/services/SyncServer.js"
@@ -319,7 +319,11 @@ describe("protocol v2: the graph in one stream", () => {
       const bob = yield* makeClient(server, v2)
       const bobSession = yield* bob.connect
       yield* bobSession.pull(v1tag)
-      const upgrade = yield* bobSession.pull(v2tag, { haves: [v1tag] })
+      // Bob seals 1.0.0 locally (as an install does); localHaves names it for the upgrade.
+      yield* Effect.orDie(bob.store.setRef(RefName.make("refs/tags/alice/pkg/v1.0.0"), Option.none(), v1tag))
+      const haves = yield* Effect.orDie(SyncClient.localHaves(pkg("alice/pkg")).pipe(Effect.provideService(ObjectStore, bob.store)))
+      assert.deepStrictEqual(haves, [v1tag])
+      const upgrade = yield* bobSession.pull(v2tag, { haves })
       assert.deepStrictEqual([upgrade.objects, upgrade.wants], [4, 0])
       // Pushing a sealed tag again: confirmed at once.
       assert.deepStrictEqual([(yield* session.push(v2tag)).objects, (yield* session.push(v2tag)).status], [1, "Sealed"])
