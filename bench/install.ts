@@ -5,7 +5,9 @@
  *
  *   npx tsx bench/install.ts            # BENCH_DIR=/dev/shm to compare tools on tmpfs; DEPS=50 FILES=30
  *
- * Targets: cold ≤ 0.5× npm, warm ≤ 0.2× npm.
+ * Targets: cold ≤ 0.5× npm, warm ≤ 0.2× npm. Rounds interleave upm and npm so both meet the same load; besides
+ * wall time the table shows CPU time (user + sys of the process and its children, from GNU time), which moves
+ * far less with the load on a shared machine.
  */
 import { execFile, spawn, type ChildProcess } from "node:child_process"
 import * as Fs from "node:fs"
@@ -28,12 +30,23 @@ process.on("exit", () => {
   Fs.rmSync(BUILD, { recursive: true, force: true })
 })
 
+const TIME = "/usr/bin/time"
+const hasTime = Fs.existsSync(TIME)
+const CPU_MARK = "@@cpu "
+
+/**
+ * Runs a command; its wall time, and (through GNU time, when present) the CPU time it and its children used:
+ * on a machine shared with other work, CPU seconds move much less with the load than wall seconds.
+ */
 const run = (cmd: string, args: ReadonlyArray<string>, opts: { cwd: string; env?: Record<string, string> }) =>
-  new Promise<{ stdout: string; stderr: string; ms: number }>((resolve, reject) => {
+  new Promise<{ stdout: string; stderr: string; ms: number; cpuMs: number }>((resolve, reject) => {
     const start = performance.now()
-    execFile(cmd, [...args], { cwd: opts.cwd, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
-      if (error) reject(new Error(`${cmd} ${args.join(" ")} failed: ${error.message}\n${stdout}\n${stderr}`))
-      else resolve({ stdout, stderr, ms: performance.now() - start })
+    const [file, argv] = hasTime ? [TIME, ["-f", `${CPU_MARK}%U %S`, cmd, ...args]] : [cmd, [...args]]
+    execFile(file, argv, { cwd: opts.cwd, env: { ...process.env, ...opts.env }, maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      const ms = performance.now() - start
+      if (error) return reject(new Error(`${cmd} ${args.join(" ")} failed: ${error.message}\n${stdout}\n${stderr}`))
+      const cpu = stderr.split("\n").find((l) => l.startsWith(CPU_MARK))?.slice(CPU_MARK.length).split(" ").map(Number)
+      resolve({ stdout, stderr, ms, cpuMs: cpu === undefined ? NaN : ((cpu[0] ?? 0) + (cpu[1] ?? 0)) * 1000 })
     })
   })
 
@@ -96,22 +109,25 @@ const main = async () => {
   }
   console.log(`  (setup: published ${DEPS + 1} upm packages in ${((performance.now() - start) / 1000).toFixed(1)} s)`)
 
-  const upmCold: Array<number> = []
-  const upmWarm: Array<number> = []
-  for (let round = 0; round < 3; round++) {
+  type Times = { wall: Array<number>; cpu: Array<number> }
+  const upmCold: Times = { wall: [], cpu: [] }
+  const upmWarm: Times = { wall: [], cpu: [] }
+  const add = (t: Times, r: { ms: number; cpuMs: number }) => {
+    t.wall.push(r.ms)
+    t.cpu.push(r.cpuMs)
+  }
+  const upmRound = async (round: number) => {
     const consumer = { UPM_HOME: Path.join(base, `consumer${round}`), XDG_CONFIG_HOME: Path.join(base, `consumer-cfg${round}`), UPM_SERVER: `127.0.0.1:${upmPort}` }
     const project = Path.join(base, `upm-project${round}`)
     Fs.mkdirSync(project)
     Fs.writeFileSync(Path.join(project, "upm.json"), JSON.stringify({ name: "bench/consumer", version: "1.0.0", dependencies: { "bench/app": "^1.0.0" } }))
-    upmCold.push((await run(process.execPath, [BIN, "install"], { cwd: project, env: consumer })).ms)
+    add(upmCold, await run(process.execPath, [BIN, "install"], { cwd: project, env: consumer }))
     const count = Fs.readdirSync(Path.join(project, "upm_modules", "bench")).length
     if (count !== DEPS + 1) throw new Error(`upm installed ${count} packages, expected ${DEPS + 1}`)
     Fs.rmSync(Path.join(project, "upm_modules"), { recursive: true })
-    upmWarm.push((await run(process.execPath, [BIN, "install"], { cwd: project, env: consumer })).ms)
+    add(upmWarm, await run(process.execPath, [BIN, "install"], { cwd: project, env: consumer }))
   }
-  server.kill("SIGTERM")
   const fmt = (ms: number) => `${(ms / 1000).toFixed(2)} s`
-  console.log(`  upm cold: ${upmCold.map(fmt).join(", ")}; warm: ${upmWarm.map(fmt).join(", ")}`)
 
   // ---------------------------------------------------------------- npm + Verdaccio
   const vdir = Path.join(base, "verdaccio")
@@ -156,25 +172,38 @@ const main = async () => {
     await run("npm", ["publish", "--loglevel=error"], { cwd: Path.join(npmPkgs, name), env: npmEnv })
   }
   console.log(`  (setup: published ${DEPS + 1} npm packages in ${((performance.now() - start) / 1000).toFixed(1)} s)`)
-  const npmTimes: Array<number> = []
-  for (let round = 0; round < 3; round++) {
+  const npmTimes: Times = { wall: [], cpu: [] }
+  const npmRound = async (round: number) => {
     const project = Path.join(base, `npm-project${round}`)
     Fs.mkdirSync(project)
     Fs.writeFileSync(Path.join(project, "package.json"), JSON.stringify({ name: "consumer", version: "1.0.0", private: true, dependencies: { "@bench/app": "^1.0.0" } }))
-    npmTimes.push((await run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error"], {
+    add(npmTimes, await run("npm", ["install", "--no-audit", "--no-fund", "--loglevel=error"], {
       cwd: project,
       env: { npm_config_userconfig: npmrc, npm_config_cache: Path.join(base, `npm-cache-${round}`) }
-    })).ms)
+    }))
   }
+  // Rounds interleave upm and npm, so that both meet the same load from whatever else runs on the machine.
+  const loads: Array<number> = []
+  for (let round = 0; round < 3; round++) {
+    await upmRound(round)
+    await npmRound(round)
+    loads.push(Os.loadavg()[0] ?? 0)
+    console.log(`  round ${round + 1}: upm cold ${fmt(upmCold.wall[round]!)}, warm ${fmt(upmWarm.wall[round]!)}; npm ${fmt(npmTimes.wall[round]!)} (load ${loads[round]!.toFixed(1)})`)
+  }
+  server.kill("SIGTERM")
   verdaccio.kill("SIGTERM")
 
-  const npm = median(npmTimes)
-  const cold = median(upmCold)
-  const warm = median(upmWarm)
-  console.log(`\n                          median of 3   (runs)`)
-  console.log(`upm install, cold         ${fmt(cold).padStart(9)}   (${upmCold.map(fmt).join(", ")})   ${(cold / npm).toFixed(2)}× npm  (target ≤ 0.5×)`)
-  console.log(`upm install, warm         ${fmt(warm).padStart(9)}   (${upmWarm.map(fmt).join(", ")})   ${(warm / npm).toFixed(2)}× npm  (target ≤ 0.2×)`)
-  console.log(`npm install (Verdaccio)   ${fmt(npm).padStart(9)}   (${npmTimes.map(fmt).join(", ")})   fresh cache each run`)
+  const row = (label: string, t: Times, target: string) => {
+    const wall = median(t.wall)
+    const cpu = median(t.cpu)
+    const vs = (x: number, npm: number) => `${(x / npm).toFixed(2)}×`
+    console.log(`${label.padEnd(24)} ${fmt(wall).padStart(8)} ${vs(wall, median(npmTimes.wall)).padStart(6)}   ${hasTime ? `${fmt(cpu).padStart(8)} ${vs(cpu, median(npmTimes.cpu)).padStart(6)}` : "   (no /usr/bin/time)"}   (${t.wall.map(fmt).join(", ")})  ${target}`)
+  }
+  console.log(`\n                             wall (median of 3, × npm)   CPU (× npm)   (wall runs)`)
+  row("upm install, cold", upmCold, "target ≤ 0.5×")
+  row("upm install, warm", upmWarm, "target ≤ 0.2×")
+  row("npm install (Verdaccio)", npmTimes, "fresh cache each run")
+  console.log(`load average (1 min) after each round: ${loads.map((l) => l.toFixed(1)).join(", ")}`)
   console.log(`load average: ${Os.loadavg().map((l) => l.toFixed(1)).join(" ")} on ${Os.cpus().length} cores`)
   process.exit(0)
 }

@@ -32,8 +32,9 @@ import { KnownKeys, verifyRelease } from "./KnownKeys.js"
 import { getDecoded, ObjectStore, RefName, sealRef } from "./ObjectStore.js"
 import { localReleases } from "./LocalStore.js"
 import type { InvalidServerAddress } from "./ClientConfig.js"
+import * as OwnerChanges from "./OwnerChanges.js"
 import { DEFAULT_CONNECTIONS, Remote, type ServerUnreachable } from "./Remote.js"
-import type { SyncClientError } from "./SyncClient.js"
+import { localHaves, type SyncClientError } from "./SyncClient.js"
 import { type ResolvedPackage, resolve } from "./Resolver.js"
 import { VerificationError, verifySignature } from "./Verifier.js"
 
@@ -64,6 +65,8 @@ export type InstallEvent =
   | { readonly _tag: "Fetching"; readonly done: number; readonly total: number; readonly bytes: number; readonly name: string }
   | { readonly _tag: "Writing"; readonly done: number; readonly total: number }
   | { readonly _tag: "Trusted"; readonly owner: string; readonly keys: ReadonlyArray<string> }
+  /** The owner's keys changed through records signed by keys already trusted: the pins follow. */
+  | { readonly _tag: "KeysFollowed"; readonly owner: string; readonly keys: ReadonlyArray<string> }
 
 export interface InstallOptions {
   /** The project directory (holds upm.json and upm.lock). */
@@ -280,7 +283,9 @@ export const install = (options: InstallOptions) =>
     let fetchedBytes = 0
     const fetchRelease = (name: PackageName, version: Version, hash: ObjectHash, pin: LockedPackage | undefined) =>
       Effect.gen(function* () {
-        const pulled = yield* remote.withConnection((session) => session.pull(hash))
+        // Releases of this package already installed here are haves: only what changed travels (v2/v3).
+        const haves = yield* localHaves(name)
+        const pulled = yield* remote.withConnection((session) => session.pull(hash, { haves }))
         fetchedBytes += pulled.bytes
         const serverKeys = yield* serverKeysOf(ownerOf(name))
         yield* checking.withPermits(1)(checkAndSeal(name, version, hash, pin, serverKeys))
@@ -293,12 +298,30 @@ export const install = (options: InstallOptions) =>
         }
         yield* verifySignature(hash, object.tag)
         const before = yield* known.get(ownerOf(name))
-        const { release } = yield* verifyRelease({
+        const check = verifyRelease({
           tagHash: hash,
           tag: object.tag,
           serverKeys,
           ...(pin === undefined ? {} : { pin: { name: pin.name, version: pin.version, tagHash: pin.tag } })
         })
+        // A key the owner added with a signed record (`upm owner add`) is followed, not refused: if the server's
+        // record chain leads from a pinned key to the signer, the pins become the chain's current keys.
+        const { release } = yield* check.pipe(
+          Effect.catchIf((e) => e._tag === "VerificationError" && e.reason === "KeyChanged" && Option.isSome(before), (e) =>
+            Effect.gen(function* () {
+              const owner = ownerOf(name)
+              const followed = yield* remote.withConnection((session) =>
+                OwnerChanges.followChain(session, owner, Option.getOrElse(before, () => [])).pipe(Effect.provideService(ObjectStore, store))).pipe(
+                Effect.catchTag("OwnersError", () => Effect.succeed(Option.none<ReadonlyArray<string>>())))
+              if (Option.isNone(followed)) return yield* Effect.fail(e)
+              // Pins the server still lists (members' keys) stay; the namespace's own keys are the chain's.
+              const kept = Option.getOrElse(before, () => []).filter((k) => serverKeys.includes(k))
+              const pins = [...new Set([...followed.value, ...kept])]
+              yield* known.accept(owner, pins)
+              yield* emit({ _tag: "KeysFollowed", owner, keys: followed.value })
+              return yield* check
+            }))
+        )
         if (release.name !== name || release.version !== version) {
           return yield* new VerificationError({ reason: "PinMismatch", detail: `asked for ${name}@${version}, got ${release.name}@${release.version}` })
         }

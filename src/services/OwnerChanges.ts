@@ -19,10 +19,12 @@
 import { Effect, Either, Option, Schema } from "effect"
 import { type ObjectHash, parseHash } from "../domain/ObjectHash.js"
 import { Segment } from "../domain/Package.js"
-import { parsePublicKeyLine } from "../domain/SshKey.js"
+import { parsePublicKeyLine, sameKey } from "../domain/SshKey.js"
 import type { SigningKey } from "./Keys.js"
 import { ObjectStore } from "./ObjectStore.js"
-import { makeChange, type Change, make as makeOwners, Owners, OwnersError, type OwnerState } from "./Owners.js"
+import {
+  makeChange, type Change, make as makeOwners, Owners, OwnersError, ownersRefName, type OwnerState
+} from "./Owners.js"
 import type { SyncClientError, SyncSession } from "./SyncClient.js"
 
 export const OWNER_QUERY = "owner"
@@ -172,4 +174,34 @@ export const change = (session: SyncSession, key: SigningKey, owner: string, wha
     const record = yield* makeChange(key, owner, before, what, tagger)
     const after = yield* submit(session, owner, record.body)
     return { before, after, record: record.hash } satisfies Applied
+  })
+
+/**
+ * Client side, after a key change: whether the namespace's current keys descend from keys the user trusts. The
+ * server's chain of records is pulled into the local store and verified from genesis (`Owners.history`: every
+ * record signed by a key of the state before it); if a state on it holds one of `trusted`, every later change
+ * was made by the namespace's keys of the time, so the current keys are as trustworthy as the pins. Some(the
+ * current keys) then; None when the chain does not reach a trusted key (or the namespace has no record).
+ */
+export const followChain = (session: SyncSession, owner: string, trusted: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const store = yield* ObjectStore
+    const head = yield* current(session, owner)
+    if (Option.isNone(head)) return Option.none<ReadonlyArray<string>>()
+    yield* session.pull(head.value.head)
+    const ref = ownersRefName(owner)
+    const local = yield* store.readRef(ref).pipe(Effect.mapError((e) => fail(owner, "Store", e._tag)))
+    if (Option.getOrUndefined(local) !== head.value.head) {
+      yield* store.setRef(ref, local, head.value.head).pipe(Effect.mapError((e) => fail(owner, "Store", e._tag)))
+    }
+    const owners = yield* makeOwners
+    const history = yield* owners.history(owner)
+    const pins = trusted.flatMap((line) => Either.match(parsePublicKeyLine(line), { onLeft: () => [], onRight: (k) => [k.key] }))
+    const holdsPin = (keys: ReadonlyArray<string>) =>
+      keys.some((line) => Either.match(parsePublicKeyLine(line), { onLeft: () => false, onRight: (k) => pins.some((p) => sameKey(p, k.key)) }))
+    const last = history[history.length - 1]
+    if (last === undefined || last.hash !== head.value.head || !history.some((h) => holdsPin(h.record.keys))) {
+      return Option.none<ReadonlyArray<string>>()
+    }
+    return Option.some(last.record.keys)
   })

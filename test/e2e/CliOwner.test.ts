@@ -1,6 +1,6 @@
 /**
- * `upm owner` end to end with real processes: a namespace gets a second key, which can then publish; removing
- * it stops that; a key that does not own the namespace cannot change it; the last key cannot be removed; a
+ * `upm owner` end to end with real processes: a namespace gets a second key, which can then publish (and an
+ * installer who pinned the first key follows the signed records to the second); removing it stops that; a key that does not own the namespace cannot change it; the last key cannot be removed; a
  * member namespace's key may publish.
  */
 import { NodeContext } from "@effect/platform-node"
@@ -31,6 +31,10 @@ describe("upm owner end to end", () => {
 
       const first = (yield* upm(alice, root, "keygen")).stdout.split("\n")[0]!
       ok(yield* upm(alice, root, "publish", pkg("alice/one", "1.0.0")), "first publish (claims alice)")
+      // bob installs it: alice's first key is pinned for him (trust on first use).
+      const app = Path.join(root, "app")
+      Fs.mkdirSync(app)
+      ok(yield* upm(bob, app, "install", "alice/one"), "bob installs 1.0.0")
       const laptop = Path.join(alice.home, "laptop")
       const made = yield* upm(alice, root, "keygen", "--out", laptop)
       ok(made, "keygen laptop")
@@ -56,6 +60,11 @@ describe("upm owner end to end", () => {
       const published = yield* upm(alice, root, "publish", "--json", "--key", laptop, pkg("alice/one", "1.1.0"))
       ok(published, "publish with the added key")
       assert.strictEqual(JSON.parse(published.stdout).signer, second)
+      // bob's pin follows: the new key was added by a record signed with the key he trusts.
+      const followed = yield* upm(bob, app, "install", "alice/one@^1.1.0")
+      ok(followed, "bob installs the release signed by the added key")
+      assert.include(followed.stderr, "alice's keys changed through records signed by a key you trusted")
+      assert.strictEqual(Fs.readFileSync(Path.join(app, "upm_modules/alice/one/index.js"), "utf8"), `export const v = "1.1.0"\n`)
 
       // A key that does not own the namespace cannot change it (bob signs with his own key).
       ok(yield* upm(bob, root, "keygen"), "bob keygen")

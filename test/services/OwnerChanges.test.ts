@@ -72,6 +72,23 @@ describe("OwnerChanges (owner queries over the sync protocol)", () => {
       assert.match(last.message, /last key/)
     }))
 
+  it.scoped("followChain: the current keys when the verified chain passes through a trusted key, else None", () =>
+    Effect.gen(function* () {
+      const server = yield* makeServer()
+      const client = yield* makeClient(server, { versions: [0, 2] })
+      const session = yield* client.connect
+      const follow = (trusted: ReadonlyArray<string>) =>
+        OwnerChanges.followChain(session, "alice", trusted).pipe(Effect.provideService(ObjectStore, client.store))
+      assert.isTrue(Option.isNone(yield* follow([publicLine(alice)]))) // no record yet
+      yield* OwnerChanges.change(session, alice, "alice", { op: "claim", key: publicLine(alice) }, TAGGER)
+      yield* OwnerChanges.change(session, alice, "alice", { op: "add-key", key: publicLine(bob) }, TAGGER)
+      yield* OwnerChanges.change(session, bob, "alice", { op: "remove-key", key: publicLine(alice) }, TAGGER)
+      // alice's key (trusted) added bob's, which then removed hers: bob's key is the one to trust now.
+      assert.deepStrictEqual(yield* follow([`${publicLine(alice)} alice@old-laptop`]), Option.some([publicLine(bob)]))
+      // A key the chain never held leads nowhere.
+      assert.isTrue(Option.isNone(yield* follow([publicLine(mallory)])))
+    }))
+
   it.scoped("v0 sessions do not know the owner queries; garbage records are refused", () =>
     Effect.gen(function* () {
       const server = yield* makeServer()

@@ -22,6 +22,8 @@ export const install = (o: Command.Command.ParseConfig<typeof installConfig>) =>
           return note(`upm: ${e.reason}; resolving from the local cache`)
         case "Trusted":
           return note(`upm: trusting ${e.keys.length} key(s) for ${e.owner} from now on (first use)`)
+        case "KeysFollowed":
+          return note(`upm: ${e.owner}'s keys changed through records signed by a key you trusted; now trusting its ${e.keys.length} current key(s)`)
         default:
           return Effect.void
       }
