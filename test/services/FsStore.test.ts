@@ -115,6 +115,42 @@ describe("fs store", () => {
       )
     }))
 
+  it.effect("putMany: small (synchronous) and large (thread pool) objects and duplicates, each stored once as a loose object", () =>
+    Effect.gen(function* () {
+      const dir = freshRoot()
+      const store = yield* Effect.provide(makeFs(dir), NodeContext.layer)
+      const large = new Uint8Array(300 * 1024).map((_, i) => (i * 7) % 251) // past the 128 KiB synchronous limit
+      const objects = [
+        { type: "blob" as const, body: text("small\n") },
+        { type: "blob" as const, body: large },
+        { type: "blob" as const, body: text("small\n") },
+        ...Array.from({ length: 600 }, (_, i) => ({ type: "blob" as const, body: text(`many ${i}\n`) })) // several slices
+      ]
+      const hashes = yield* store.putMany(objects)
+      assert.deepStrictEqual(hashes, objects.map((o) => hashOf(o.type, o.body)))
+      assert.strictEqual(hashes[0], hashes[2])
+      assert.strictEqual((yield* store.listObjects()).length, 602)
+      assert.deepStrictEqual(new Uint8Array(inflateSync(readFileSync(objectFile(dir, hashes[1]!)))), frame("blob", large))
+      assert.deepStrictEqual((yield* store.get(hashes[1]!)).body, large)
+      assert.deepStrictEqual(yield* store.missing([hashes[0]!, hashOf("blob", text("absent"))]), [hashOf("blob", text("absent"))])
+    }).pipe(Effect.provide(NodeContext.layer)))
+
+  it.effect("a write that fails is a StoreError naming the object and leaves no temp file", () =>
+    Effect.gen(function* () {
+      const dir = freshRoot()
+      const store = yield* Effect.provide(makeFs(dir), NodeContext.layer)
+      const body = text("cannot be renamed into place\n")
+      const hash = hashOf("blob", body)
+      mkdirSync(objectFile(dir, hash), { recursive: true }) // a directory where the object file goes: rename fails
+      const error = yield* Effect.flip(store.putMany([{ type: "blob", body }, { type: "blob", body: text("other\n") }]))
+      assert.strictEqual(error._tag, "StoreError")
+      assert.include(error.detail ?? "", hash)
+      assert.deepStrictEqual(readdirSync(join(dir, "objects", hash.slice(0, 2))), [hash.slice(2)])
+      const single = yield* Effect.flip(store.put("blob", body))
+      assert.strictEqual(single._tag, "StoreError")
+      assert.deepStrictEqual(readdirSync(join(dir, "objects", hash.slice(0, 2))), [hash.slice(2)])
+    }).pipe(Effect.provide(NodeContext.layer)))
+
   it.live("a ref lock held by another process is waited for, then reported naming the lock file", () =>
     Effect.gen(function* () {
       const dir = freshRoot()
