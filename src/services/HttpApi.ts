@@ -12,7 +12,7 @@ import {
   HttpServerResponse, OpenApi
 } from "@effect/platform"
 import { createHash } from "node:crypto"
-import { Cache, Context, Duration, Effect, Either, Exit, Layer, Option, Predicate, Schema, Stream } from "effect"
+import { Cache, Clock, Context, Duration, Effect, Either, Exit, Layer, Option, Predicate, Schema, Stream } from "effect"
 import type { TreeEntry as GitTreeEntry } from "../domain/GitObject.js"
 import { decodeManifestJson, MANIFEST_FILE } from "../domain/Manifest.js"
 import { ObjectHash } from "../domain/ObjectHash.js"
@@ -449,10 +449,21 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
 
     const notFound = (message: string) => new NotFound({ message })
 
-    // Ref listings are cached for a second: a listing walks the store's refs (a directory walk on the fs store),
-    // and a busy package page would do it on every request. A release sealed by this process invalidates its
-    // package at once (Registry.sealed); one sealed by another node sharing the store shows within the second.
-    const versionsCache = yield* Cache.make({ capacity: 4096, timeToLive: Duration.seconds(1), lookup: registry.versions })
+    // Ref listings are cached: a listing walks the store's refs (a directory walk on the fs store), and a busy
+    // package page would do it on every request. A release sealed by this process invalidates its package at once
+    // (Registry.sealed). One sealed by another node sharing the store shows within about a second: a listing older
+    // than LISTING_FRESH_MS is refreshed in the background while the one at hand is still served
+    // (stale-while-revalidate), so no request waits for a refresh, and at most one runs per package.
+    const versionsCache = yield* Cache.makeWith({
+      capacity: 4096,
+      // Kept until invalidated or refreshed; a failed lookup is not kept.
+      timeToLive: (exit) => (Exit.isSuccess(exit) ? Duration.infinity : Duration.zero),
+      lookup: (name: PackageName) =>
+        Effect.zip(registry.versions(name), Clock.currentTimeMillis, { concurrent: false }).pipe(
+          Effect.map(([versions, at]) => ({ versions, at })))
+    })
+    const refreshing = new Set<PackageName>()
+    const scope = yield* Effect.scope
     const searchCache = yield* Cache.make({
       capacity: 256,
       timeToLive: Duration.seconds(1),
@@ -462,7 +473,20 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
       Stream.runForEach((release) => Effect.zipRight(versionsCache.invalidate(release.name), searchCache.invalidateAll)),
       Effect.forkScoped
     )
-    const versionsOf = (name: PackageName) => versionsCache.get(name)
+    const versionsOf = (name: PackageName) =>
+      Effect.gen(function* () {
+        const listing = yield* versionsCache.get(name)
+        const now = yield* Clock.currentTimeMillis
+        if (now - listing.at > LISTING_FRESH_MS && !refreshing.has(name)) {
+          refreshing.add(name)
+          yield* versionsCache.refresh(name).pipe(
+            Effect.catchAll((e) => Effect.logWarning("refreshing a package listing failed", e)),
+            Effect.ensuring(Effect.sync(() => refreshing.delete(name))),
+            Effect.forkIn(scope)
+          )
+        }
+        return listing.versions
+      })
     /** What `upm install name` picks (Registry.match's rule, over the cached listing). */
     const latestOf = (versions: ReadonlyArray<Release>) => {
       const best = maxSatisfying(versions.map((r) => r.version), undefined)
@@ -636,6 +660,9 @@ export const makeCatalog = (options: CatalogOptions = defaultCatalogOptions) =>
         })
     })
   })
+
+/** How long a package's ref listing is served without a background refresh. */
+const LISTING_FRESH_MS = 1000
 
 /** How much of a file decides between text and bytes when its extension says nothing. */
 const SNIFF_BYTES = 8192

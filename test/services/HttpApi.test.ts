@@ -1,4 +1,4 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, describe, it, layer } from "@effect/vitest"
 import { Context, Effect, Layer, Ref } from "effect"
 import { mkdtemp, readdir, rm } from "node:fs/promises"
 import { request } from "node:http"
@@ -8,6 +8,7 @@ import { gunzipSync } from "node:zlib"
 import tar from "tar-stream"
 import yauzl from "yauzl"
 import { HttpListener } from "../../src/services/HttpServer.js"
+import * as Registry from "../../src/services/Registry.js"
 import { layerHttp, layerStore, publish } from "./HttpFixture.js"
 
 // ---------------------------------------------------------------------------------------------
@@ -462,5 +463,27 @@ describe("HTTP API", () => {
         yield* publish("dave/fresh", "1.1.0", { "a.txt": "b" })
         assert.strictEqual((yield* getJson("/api/v1/packages/dave/fresh/latest")).body.version, "1.1.0")
       }))
+  })
+
+  // Real time: the listing's age is measured on the server's clock.
+  layer(layerHttp().pipe(Layer.provideMerge(layerStore)), { timeout: 30_000, excludeTestServices: true })((it) => {
+    it.effect("shows a release sealed by another node within about a second, never making a request wait for it", () =>
+      Effect.gen(function* () {
+        assert.strictEqual((yield* getJson("/api/v1/packages/erin/elsewhere")).status, 404)
+        // Sealed through another Registry on the same store (like another server on a shared database): this
+        // server hears nothing of it.
+        const other = yield* Registry.make
+        yield* publish("erin/elsewhere", "1.0.0", { "a.txt": "a" }).pipe(Effect.provideService(Registry.Registry, other))
+        assert.strictEqual((yield* getJson("/api/v1/packages/erin/elsewhere")).status, 404)
+        yield* Effect.sleep("1100 millis")
+        // The stale listing is served while it is refreshed in the background, then the new one.
+        let status = 0
+        for (let i = 0; i < 40 && status !== 200; i++) {
+          status = (yield* getJson("/api/v1/packages/erin/elsewhere")).status
+          if (status !== 200) yield* Effect.sleep("50 millis")
+        }
+        assert.strictEqual(status, 200)
+      }))
+
   })
 })
