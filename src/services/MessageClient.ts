@@ -16,7 +16,7 @@
  * server pushes without an id are conversation frames (`send` / `receive`, given to the callbacks; a `receive`
  * is answered with `conversation-answer`) or routed messages (given to `onMessage`).
  */
-import { NodeSocket } from "@effect/platform-node"
+import * as NodeSocket from "@effect/platform-node/NodeSocket" // subpath: the index loads all of platform-node
 import type { Socket } from "@effect/platform"
 import { Clock, Deferred, Duration, Effect, Either, HashMap, Mailbox, Option, Ref, Schedule, Schema, type Scope, Stream } from "effect"
 import * as Codec from "../protocol/MessageCodec.js"

@@ -15,6 +15,7 @@ import type { ObjectHash } from "../domain/ObjectHash.js"
 import { releaseRefName } from "../domain/Package.js"
 import { ClientConfig } from "./ClientConfig.js"
 import { importDirectory } from "./Importer.js"
+import { connect, type ConversationCallbacks, MessageClientError } from "./MessageClient.js"
 import { KeyError, Keys, type PassphrasePrompt, type SigningKey } from "./Keys.js"
 import { getDecoded, ObjectStore, RefName, sealRef } from "./ObjectStore.js"
 import { Remote } from "./Remote.js"
@@ -37,8 +38,15 @@ export interface PublishOptions {
   readonly keyFlag: Option.Option<string>
   readonly passphrase?: PassphrasePrompt
   readonly onProgress?: (p: Progress) => Effect.Effect<void>
-  /** Opened before the push (e.g. a message session for a conversation with the server's policy). */
-  readonly attach?: Option.Option<string>
+  /**
+   * How the server's propose policy may talk with the user while it decides (seed 000's `upm send` /
+   * `upm receive`). The publish opens a message session beside the sync connection, opens its conversation and
+   * names it on the sync connection (`attach <token>`) before the push — whatever the policy: the built-in one
+   * answers at once, a maintainer's handler may ask first. Without callbacks, nothing is opened.
+   */
+  readonly conversation?: ConversationCallbacks
+  /** Called when the conversation cannot be opened (a server without the message protocol); the push goes on. */
+  readonly onConversationUnavailable?: (error: MessageClientError) => Effect.Effect<void>
 }
 
 export interface PublishResult {
@@ -121,8 +129,21 @@ const metadataOf = (m: Manifest) => ({
   ...(m.dependencies === undefined ? {} : { dependencies: m.dependencies })
 })
 
-export const publish = (options: PublishOptions) =>
+/**
+ * A message session to the same server as the sync connection, with its conversation open: the token for the
+ * sync query `attach <token>`. The session stays open until the publish's scope closes.
+ */
+const openConversation = (callbacks: ConversationCallbacks) =>
   Effect.gen(function* () {
+    const { address } = yield* (yield* Remote).address.pipe(
+      Effect.mapError((e) => new MessageClientError({ reason: "Connect", detail: e.message }))
+    )
+    const session = yield* connect({ host: address.host, port: address.port })
+    return yield* session.openConversation(callbacks)
+  })
+
+export const publish = (options: PublishOptions) =>
+  Effect.scoped(Effect.gen(function* () {
     const store = yield* ObjectStore
     const remote = yield* Remote
     const manifest = yield* readManifest(options.dir)
@@ -159,8 +180,15 @@ export const publish = (options: PublishOptions) =>
 
     const signed = yield* signRelease(key, { tree: imported.tree, metadata: metadataOf(manifest), tagger: taggerFor(key, manifest.name.split("/")[0]!) })
     yield* store.put("tag", signed.body)
-    const attach = options.attach ?? Option.none()
-    if (Option.isSome(attach)) yield* session.attach(attach.value)
+    const conversation = options.conversation
+    if (conversation !== undefined) {
+      const token = yield* openConversation(conversation).pipe(
+        Effect.map(Option.some),
+        Effect.catchAll((e) =>
+          Effect.as(options.onConversationUnavailable === undefined ? Effect.void : options.onConversationUnavailable(e), Option.none<string>()))
+      )
+      if (Option.isSome(token)) yield* session.attach(token.value)
+    }
     const pushed = yield* session.push(signed.hash, options.onProgress === undefined ? {} : { onProgress: options.onProgress })
     if (pushed.status === "Sealed") {
       yield* sealRef(RefName.make(releaseRefName(manifest.name, manifest.version)), signed.hash)
@@ -172,7 +200,7 @@ export const publish = (options: PublishOptions) =>
       message: pushed.message,
       sent: { objects: pushed.objects, bytes: pushed.bytes }
     } satisfies PublishResult
-  })
+  }))
 
 /** Reads a stored release tag (for `info`, and to compare trees). */
 export const readTag = (hash: ObjectHash) =>

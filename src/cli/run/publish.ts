@@ -4,7 +4,7 @@ import type { publishConfig } from "../publish.js"
 import { type FileSystem, type Path, Terminal } from "@effect/platform"
 import { Clock, Console, Effect, Option, Redacted } from "effect"
 import type { PassphrasePrompt } from "../../services/Keys.js"
-import { Remote } from "../../services/Remote.js"
+import type { ConversationCallbacks } from "../../services/MessageClient.js"
 import { publish as runPublish, type PublishResult } from "../../services/Publish.js"
 import { clientLayer, formatBytes, isTty, note, printJson } from "./client.js"
 import { bar, transferPayload } from "./progress.js"
@@ -37,20 +37,18 @@ const show = (r: PublishResult, asJson: boolean) =>
       )
     })
 
-const run = (
-  o: { readonly dir: string; readonly key: Option.Option<string>; readonly server: Option.Option<string>; readonly json: boolean },
-  conversation: boolean
-) =>
+const run = (o: { readonly dir: string; readonly key: Option.Option<string>; readonly server: Option.Option<string>; readonly json: boolean }) =>
   Effect.scoped(Effect.gen(function* () {
     const passphrase = yield* passphrasePrompt
-    const attach = conversation ? Option.some(yield* openConversation) : Option.none<string>()
+    const conversation = yield* conversationCallbacks
     const progress = yield* bar("publishing {bar} {value}/{total} objects | {bytes} | {rate}", transferPayload(0, 0))
     const start = yield* Clock.currentTimeMillis
     const result = yield* runPublish({
       dir: o.dir,
       keyFlag: o.key,
       passphrase,
-      attach,
+      conversation,
+      onConversationUnavailable: (e) => note(`(the server's policy cannot talk with you: ${e.message})`),
       onProgress: (p) =>
         Effect.flatMap(Clock.currentTimeMillis, (now) => progress.update(p.objects, p.known, transferPayload(p.bytes, now - start)))
     })
@@ -61,29 +59,24 @@ const run = (
   )
 
 /**
- * A message session beside the sync connection, for the server's propose policy to talk with the user: what
- * the maintainer's handler sends (`upm send`) is printed; what it asks (`upm receive`) is read from the terminal
- * (or a line of stdin). Its token is named on the sync connection (`attach`) before the push.
+ * How the server's propose policy talks with the user during a publish (Publish opens the message session
+ * beside the sync connection): what the maintainer's handler sends (`upm send`) is printed; what it asks
+ * (`upm receive`) is read from the terminal (or a line of stdin; end of input answers "").
  */
-const openConversation = Effect.gen(function* () {
-  const { address } = yield* (yield* Remote).address
-  const terminal = yield* Terminal.Terminal
-  const { connect } = yield* Effect.promise(() => import("../../services/MessageClient.js"))
-  const session = yield* connect({ host: address.host, port: address.port })
-  return yield* session.openConversation({
-    onSend: (message) => note(`server: ${message}`),
-    onReceive: (prompt) =>
-      Console.error(`server asks: ${prompt}`).pipe(
-        Effect.zipRight(terminal.readLine),
-        Effect.orElseSucceed(() => "")
-      )
-  })
-})
+const conversationCallbacks = Effect.map(Terminal.Terminal, (terminal): ConversationCallbacks => ({
+  onSend: (message) => note(`server: ${message}`),
+  onReceive: (prompt) =>
+    Console.error(`server asks: ${prompt}`).pipe(
+      Effect.zipRight(terminal.readLine),
+      Effect.orElseSucceed(() => "")
+    )
+}))
 
-export const publish = (o: Command.Command.ParseConfig<typeof publishConfig>) => run(o, false)
+/** `upm publish` and `upm propose` are one flow: the server's propose policy decides, and may talk with the user. */
+export const publish = (o: Command.Command.ParseConfig<typeof publishConfig>) => run(o)
 
 export const propose = (o: Command.Command.ParseConfig<typeof publishConfig>) =>
   Effect.gen(function* () {
     if (isTty()) yield* note("proposing: the server's policy decides (it may accept, queue, refuse, or ask you something)")
-    yield* run(o, true)
+    yield* run(o)
   })
