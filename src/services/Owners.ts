@@ -232,6 +232,12 @@ export class Owners extends Context.Tag("upm/Owners")<Owners, {
   >
   /** Walks the chain from head to genesis, checking every record and signature; oldest first. */
   readonly history: (owner: string) => Effect.Effect<ReadonlyArray<{ readonly hash: ObjectHash; readonly record: RecordBody }>, OwnersError>
+  /**
+   * Replication (a peer's chain, whose objects are already in the store): moves the namespace to `head` only
+   * as a fast-forward, checking every record after the current head as `apply` does (preseed records, which
+   * nobody signed, are refused). "Behind": `head` is an ancestor of ours. A fork is a Conflict: ours stays.
+   */
+  readonly adopt: (owner: string, head: ObjectHash) => Effect.Effect<"Adopted" | "Same" | "Behind", OwnersError>
 }>() {}
 
 // ---------------------------------------------------------------------------------------------
@@ -464,7 +470,50 @@ export const make = Effect.gen(function* () {
       return chain.map(({ hash, body }) => ({ hash, record: body }))
     })
 
-  return Owners.of({ get, authorize, releaseKeys, claimByRelease, apply, preseed, history })
+  const adopt = (owner: string, head: ObjectHash) =>
+    Effect.gen(function* () {
+      if (!Schema.is(Segment)(owner)) return yield* Effect.fail(err(owner, "Invalid", "not a valid owner name"))
+      const current = yield* get(owner)
+      if (Option.isSome(current) && current.value.head === head) return "Same" as const
+      const fork = (detail: string) => Effect.fail(err(owner, "Conflict", `the peer's chain ${head} forks from ours (${detail}); ours stays`))
+      // Walk the new chain back to our head (or its genesis when we have none).
+      const newer: Array<{ hash: ObjectHash; tag: Tag; body: RecordBody }> = []
+      let at = head
+      for (;;) {
+        if (Option.isSome(current) && at === current.value.head) break
+        if (newer.length >= MAX_CHAIN) return yield* Effect.fail(err(owner, "Malformed", `the chain is longer than ${MAX_CHAIN} records`))
+        const { tag, body } = yield* readRecord(owner, at)
+        if (Option.isSome(current) && body.seq <= current.value.seq) {
+          if (newer.length > 0) return yield* fork(`record #${body.seq} is not ours`)
+          // Their head is no newer than ours: behind if it is on our chain, else a fork.
+          let mine = current.value.head
+          for (let seq = current.value.seq; seq > body.seq; seq--) {
+            const r = yield* readRecord(owner, mine)
+            if (r.tag.type !== "tag") return yield* fork("our chain ends early")
+            mine = r.tag.object
+          }
+          return mine === at ? "Behind" as const : yield* fork(`their #${body.seq} is not ours`)
+        }
+        newer.push({ hash: at, tag, body })
+        if (body.seq === 0) {
+          if (Option.isSome(current)) return yield* fork("it starts anew")
+          break
+        }
+        if (tag.type !== "tag") return yield* Effect.fail(err(owner, "Malformed", `record #${body.seq} does not point at the previous record`))
+        at = tag.object
+      }
+      newer.reverse()
+      let previous = current
+      for (const item of newer) {
+        yield* checkRecord(owner, previous, item.hash, item.tag, item.body, false)
+        previous = Option.some({ owner, seq: item.body.seq, head: item.hash, keys: item.body.keys, members: item.body.members })
+      }
+      yield* store.setRef(ownersRefName(owner), Option.map(current, (c) => c.head), head).pipe(Effect.mapError((e) =>
+        e._tag === "RefConflict" ? err(owner, "Conflict", "the namespace's ownership changed meanwhile") : storeErr(owner)(e)))
+      return "Adopted" as const
+    })
+
+  return Owners.of({ get, authorize, releaseKeys, claimByRelease, apply, preseed, history, adopt })
 })
 
 export const layer: Layer.Layer<Owners, never, ObjectStore> = Layer.effect(Owners, make)
