@@ -11,6 +11,8 @@
  *   ?digests [prefix]  →  !<prefix+c> <digest> <count>   one line per non-empty child c of 0…f
  *   ?refs <prefix>     →  !<release> <hash>              one per release under the prefix (at most MAX_REFS)
  *
+ * Ownership chains (`refs/upm/owners/<owner>`) are in the tree too, as entries named `@owners/<owner>`.
+ *
  * Two servers holding the same set exchange one `?digest` and its reply (< 100 bytes whatever the size);
  * otherwise `compare` descends only into the children whose digests differ and lists releases at the leaves.
  * `?peers` reports the peer state (PeerStatus) for `upm peers status`.
@@ -18,7 +20,7 @@
 import { createHash } from "node:crypto"
 import { Context, Effect, Either, Option, Schema } from "effect"
 import { type ObjectHash, parseHash } from "../domain/ObjectHash.js"
-import { type PackageName, parseRelease, type Version } from "../domain/Package.js"
+import { type PackageName, parseRelease, Segment, type Version } from "../domain/Package.js"
 import { ObjectStore, type StoreError } from "./ObjectStore.js"
 import { SyncClientError, type SyncSession } from "./SyncClient.js"
 
@@ -28,14 +30,12 @@ import { SyncClientError, type SyncSession } from "./SyncClient.js"
 export interface IndexEntry {
   /** SHA-1 (hex) of `release`. */
   readonly key: string
-  /** `owner/name/v<version>`. */
+  /** `owner/name/v<version>` for a release, `@owners/<owner>` for a namespace's ownership chain (its head). */
   readonly release: string
-  readonly name: PackageName
-  readonly version: Version
   readonly hash: ObjectHash
 }
 
-/** The releases sorted by key. */
+/** The releases and ownership chains, sorted by key. */
 export type ReleaseIndex = ReadonlyArray<IndexEntry>
 
 export interface Summary {
@@ -52,24 +52,36 @@ export const MAX_REFS = 512
 /** `compare` lists releases once a subtree holds at most this many on the remote side. */
 export const LEAF = 64
 
+/** Index entries of ownership chains are named `@owners/<owner>` (no release name starts with "@"). */
+export const OWNERS_LABEL = "@owners/"
+const OWNERS_REFS = "refs/upm/owners/"
+
 export const keyOf = (release: string): string => createHash("sha1").update(release, "utf8").digest("hex")
 
+/** Release refs (`refs/tags/…`) and owner refs (`refs/upm/owners/<owner>`); anything else is skipped. */
 export const buildIndex = (refs: ReadonlyArray<{ readonly name: string; readonly hash: ObjectHash }>): ReleaseIndex => {
   const entries: Array<IndexEntry> = []
   for (const ref of refs) {
+    if (ref.name.startsWith(OWNERS_REFS)) {
+      const owner = ref.name.slice(OWNERS_REFS.length)
+      if (!Schema.is(Segment)(owner)) continue
+      const label = `${OWNERS_LABEL}${owner}`
+      entries.push({ key: keyOf(label), release: label, hash: ref.hash })
+      continue
+    }
     const parsed = parseRelease(ref.name)
     if (Either.isLeft(parsed)) continue
     const release = `${parsed.right.name}/v${parsed.right.version}`
-    entries.push({ key: keyOf(release), release, name: parsed.right.name, version: parsed.right.version, hash: ref.hash })
+    entries.push({ key: keyOf(release), release, hash: ref.hash })
   }
   return entries.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
 }
 
-/** Every sealed release of the store, indexed. */
-export const loadIndex: Effect.Effect<ReleaseIndex, StoreError, ObjectStore> = Effect.flatMap(
-  ObjectStore,
-  (store) => Effect.map(store.listRefs("refs/tags/"), buildIndex)
-)
+/** Every sealed release and every ownership chain head of the store, indexed. */
+export const listIndexed = (store: ObjectStore["Type"]) =>
+  Effect.map(Effect.all([store.listRefs("refs/tags/"), store.listRefs(OWNERS_REFS)]), ([tags, owners]) => buildIndex([...tags, ...owners]))
+
+export const loadIndex: Effect.Effect<ReleaseIndex, StoreError, ObjectStore> = Effect.flatMap(ObjectStore, listIndexed)
 
 const lowerBound = (index: ReleaseIndex, key: string) => {
   let lo = 0
@@ -209,8 +221,7 @@ export const makeQueries = (store: ObjectStore["Type"]) => {
   const getIndex = Effect.suspend(() =>
     index !== undefined
       ? Effect.succeed(index)
-      : store.listRefs("refs/tags/").pipe(
-        Effect.map(buildIndex),
+      : listIndexed(store).pipe(
         Effect.tap((i) => Effect.sync(() => { index = i })),
         Effect.mapError((e) => new DigestQueryError({ reason: "Store", detail: `storage failed (${e._tag})` }))
       ))
@@ -263,6 +274,8 @@ export interface Difference {
   readonly missing: ReadonlyArray<{ readonly name: PackageName; readonly version: Version; readonly hash: ObjectHash }>
   /** Releases both hold with different hashes: `local` stays. */
   readonly conflicts: ReadonlyArray<{ readonly release: string; readonly local: ObjectHash; readonly remote: ObjectHash }>
+  /** Ownership chains whose heads differ (or that we lack): `local` undefined when we have none. */
+  readonly owners: ReadonlyArray<{ readonly owner: string; readonly remote: ObjectHash; readonly local: ObjectHash | undefined }>
   /** How many releases we hold that the remote lacks. */
   readonly lag: number
   /** Queries sent. */
@@ -290,6 +303,7 @@ export const compare = (session: SyncSession, local: ReleaseIndex) =>
     }
     const missing: Array<Difference["missing"][number]> = []
     const conflicts: Array<Difference["conflicts"][number]> = []
+    const owners: Array<Difference["owners"][number]> = []
     let lag = 0
     const fail = (detail: string) => Effect.fail(protocolError(detail))
 
@@ -300,6 +314,16 @@ export const compare = (session: SyncSession, local: ReleaseIndex) =>
         for (const line of text.length === 0 ? [] : text.split("\n")) {
           const [release, hash, extra] = line.split(" ")
           const h = parseHash(hash ?? "")
+          if (release !== undefined && release.startsWith(OWNERS_LABEL)) {
+            const owner = release.slice(OWNERS_LABEL.length)
+            if (extra !== undefined || Either.isLeft(h) || !Schema.is(Segment)(owner) || !keyOf(release).startsWith(prefix)) {
+              return yield* fail(`malformed refs line ${JSON.stringify(line.slice(0, 200))}`)
+            }
+            theirs.set(release, h.right)
+            const here = mine.find((e) => e.release === release)
+            if (here === undefined || here.hash !== h.right) owners.push({ owner, remote: h.right, local: here?.hash })
+            continue
+          }
           const r = parseRelease(release ?? "")
           if (extra !== undefined || Either.isLeft(h) || Either.isLeft(r) || !keyOf(release!).startsWith(prefix)) {
             return yield* fail(`malformed refs line ${JSON.stringify(line.slice(0, 200))}`)
@@ -309,7 +333,7 @@ export const compare = (session: SyncSession, local: ReleaseIndex) =>
           if (here === undefined) missing.push({ name: r.right.name, version: r.right.version, hash: h.right })
           else if (here.hash !== h.right) conflicts.push({ release: release!, local: here.hash, remote: h.right })
         }
-        for (const e of mine) if (!theirs.has(e.release)) lag++
+        for (const e of mine) if (!theirs.has(e.release) && !e.release.startsWith(OWNERS_LABEL)) lag++
       })
 
     const walk = (prefix: string, remote: Summary, mine: ReleaseIndex): Effect.Effect<void, SyncClientError> =>
@@ -317,7 +341,7 @@ export const compare = (session: SyncSession, local: ReleaseIndex) =>
         const here = summarize(mine)
         if (here.digest === remote.digest && here.count === remote.count) return
         if (remote.count === 0) {
-          lag += mine.length
+          lag += mine.filter((e) => !e.release.startsWith(OWNERS_LABEL)).length
           return
         }
         if (remote.count <= LEAF || prefix.length >= 40) return yield* leaf(prefix, mine)
@@ -339,5 +363,5 @@ export const compare = (session: SyncSession, local: ReleaseIndex) =>
     const root = yield* Effect.flatMap(ask("digest"), (text) =>
       Either.match(parseSummary(text), { onLeft: fail, onRight: Effect.succeed }))
     yield* walk("", root, local)
-    return { missing, conflicts, lag, queries } satisfies Difference
+    return { missing, conflicts, owners, lag, queries } satisfies Difference
   })

@@ -19,10 +19,11 @@ import { Clock, Context, Duration, Effect, Either, Layer, Option, ParseResult, Q
 import { ObjectHash } from "../domain/ObjectHash.js"
 import { type PackageName, releaseRefName, releaseTagName, type Version } from "../domain/Package.js"
 import * as MessageCodec from "../protocol/MessageCodec.js"
-import { compare, type ConflictReport, loadIndex, type PeerReport, PeerStatus } from "./AntiEntropy.js"
+import { compare, type ConflictReport, loadIndex, OWNERS_LABEL, type PeerReport, PeerStatus } from "./AntiEntropy.js"
 import { HandlerDuration } from "./Handlers.js"
 import { formatAddress, Network, parseAddress } from "./Network.js"
 import { getDecoded, ObjectStore, RefName } from "./ObjectStore.js"
+import * as OwnerChanges from "./OwnerChanges.js"
 import { Owners } from "./Owners.js"
 import { type Announcement, PeerLink, type PeerDelivery, type SyncDecision, SyncPolicy } from "./Policies.js"
 import { Registry } from "./Registry.js"
@@ -124,7 +125,9 @@ export const fetchAndSeal = (session: SyncClient.SyncSession, release: ReleaseRe
     }
     // Prefetched: the graph came in a wave with others (Registry.seal still checks that it is complete).
     if (options.prefetched !== true) {
-      yield* session.pull(release.hash).pipe(
+      // Earlier releases of the package held here are haves: only what changed travels (v2/v3).
+      const haves = yield* SyncClient.localHaves(release.name).pipe(Effect.mapError(storeFailed))
+      yield* session.pull(release.hash, { haves }).pipe(
         Effect.mapError((e) => replicationError(e.reason === "Connect" || e.reason === "Closed" || e.reason === "Timeout" ? "Unreachable" : "Transfer", `${label}: ${e.detail}`))
       )
     }
@@ -155,6 +158,11 @@ export class Peers extends Context.Tag("upm/Peers")<Peers, {
   readonly offer: (peer: string, release: Announcement) => Effect.Effect<OfferResult>
   /** One anti-entropy comparison with `peer`: what it holds that we lack (the caller decides what to pull). */
   readonly compareWith: (peer: string) => Effect.Effect<ReadonlyArray<ReleaseRef>, ReplicationError>
+  /**
+   * Brings the ownership chain of `owner` up to the peer's head `head` (pulled, every new record verified,
+   * fast-forward only: Owners.adopt); a fork is recorded as a conflict (`@owners/<owner>`) and ours stays.
+   */
+  readonly syncOwner: (peer: string, owner: string, head: ObjectHash) => Effect.Effect<void>
   /** Sends a message to peers over the message protocol (what PeerLink and announcements use). */
   readonly send: PeerLink["Type"]["send"]
   /** Releases queued or being pulled. */
@@ -224,6 +232,7 @@ export const make = (config: PeersConfig) =>
     const network = yield* Network
     const context = yield* Effect.context<ObjectStore | Registry | Verifier | Owners>()
     const store = yield* ObjectStore
+    const owners = yield* Owners
     const client = yield* SyncClient.make(network.connect, { timeout: config.timeout }).pipe(Effect.provideService(ObjectStore, store))
     const byName = new Map(config.servers.map((s) => [s.name, s]))
     const queue = yield* Queue.dropping<Job>(QUEUE_CAPACITY)
@@ -285,6 +294,46 @@ export const make = (config: PeersConfig) =>
         Effect.mapError((e) => e._tag === "ReplicationError" ? e : replicationError("Unreachable", `${peer.name}: ${e.detail}`))
       )
 
+    /** Over an open session: pulls the chain below `head` and adopts it; a fork becomes a recorded conflict. */
+    const adoptOwner = (session: SyncClient.SyncSession, peer: PeerEntry, owner: string, head: ObjectHash) =>
+      Effect.gen(function* () {
+        yield* session.pull(head).pipe(Effect.mapError((e) =>
+          replicationError(e.reason === "Connect" || e.reason === "Closed" || e.reason === "Timeout" ? "Unreachable" : "Transfer", `owners of ${owner}: ${e.detail}`)))
+        const result = yield* owners.adopt(owner, head).pipe(Effect.either)
+        if (Either.isRight(result)) {
+          if (result.right === "Adopted") {
+            yield* Effect.logInfo("ownership chain adopted from peer").pipe(Effect.annotateLogs({ owner, head, peer: peer.name }))
+          }
+          return
+        }
+        const e = result.left
+        if (e.reason === "Conflict") {
+          const mine = yield* owners.get(owner).pipe(Effect.option)
+          const kept = Option.flatten(mine).pipe(Option.map((m) => m.head))
+          if (Option.isSome(kept)) yield* recordConflict(`${OWNERS_LABEL}${owner}`, kept.value, head, peer.name)
+          return
+        }
+        yield* Effect.logWarning("ownership chain from peer refused").pipe(Effect.annotateLogs({ owner, peer: peer.name, reason: e.reason, detail: e.detail }))
+      })
+
+    /**
+     * Before releases of a namespace we have no owner record for are sealed, the peer's chain for it is adopted,
+     * so every server holds the same chain instead of each claiming the namespace with a record of its own.
+     */
+    const adoptMissingOwners = (session: SyncClient.SyncSession, peer: PeerEntry, jobs: ReadonlyArray<Job>) =>
+      Effect.gen(function* () {
+        const namespaces = [...new Set(jobs.map((j) => j.release.name.slice(0, j.release.name.indexOf("/"))))]
+        for (const owner of namespaces) {
+          const local = yield* owners.get(owner).pipe(Effect.option)
+          if (Option.isSome(local) && Option.isSome(local.value)) continue
+          const theirs = yield* OwnerChanges.current(session, owner).pipe(Effect.option)
+          if (Option.isNone(theirs) || Option.isNone(theirs.value)) continue
+          yield* adoptOwner(session, peer, owner, theirs.value.value.head).pipe(
+            Effect.catchIf((e) => e.reason !== "Unreachable", (e) =>
+              Effect.logWarning("ownership chain from peer not pulled").pipe(Effect.annotateLogs({ owner, peer: peer.name, detail: e.detail }))))
+        }
+      })
+
     /** Pulls a batch of releases from one peer over one session. */
     const pullBatch = (peer: PeerEntry, jobs: ReadonlyArray<Job>) =>
       Effect.scoped(Effect.gen(function* () {
@@ -303,6 +352,7 @@ export const make = (config: PeersConfig) =>
           }
           prefetched = Either.isRight(wave)
         }
+        yield* adoptMissingOwners(session, peer, wanted)
         for (const job of jobs) {
           const label = releaseTagName(job.release.name, job.release.version)
           yield* setOrigin(job.release.hash, peer.name)
@@ -380,6 +430,13 @@ export const make = (config: PeersConfig) =>
         return "Queued" as const
       })
 
+    const syncOwner = (peerName: string, owner: string, head: ObjectHash): Effect.Effect<void> =>
+      Effect.gen(function* () {
+        const peer = byName.get(peerName)
+        if (peer === undefined) return
+        yield* Effect.scoped(Effect.flatMap(connectTo(peer), (session) => adoptOwner(session, peer, owner, head)))
+      }).pipe(Effect.catchAll((e) => Effect.logInfo("owner sync with peer failed").pipe(Effect.annotateLogs({ peer: peerName, owner, detail: e.detail }))))
+
     const compareWith = (peerName: string) =>
       Effect.gen(function* () {
         const peer = byName.get(peerName)
@@ -392,6 +449,8 @@ export const make = (config: PeersConfig) =>
           ...r, state: "up", lastError: Option.none(), lastSync: Option.some(now), lag: Option.some(diff.lag), behind: Option.some(diff.missing.length)
         }))
         for (const c of diff.conflicts) yield* recordConflict(c.release, c.local, c.remote, peer.name)
+        // Ownership chains that differ: adopt theirs when it is ahead (a fork is recorded; behind: they pull ours).
+        for (const o of diff.owners) yield* syncOwner(peer.name, o.owner, o.remote)
         return diff.missing
       }).pipe(Effect.tapError((e) => down(peerName, e.detail)))
 
@@ -436,6 +495,7 @@ export const make = (config: PeersConfig) =>
       config,
       offer,
       compareWith,
+      syncOwner,
       send,
       pending: Effect.map(Ref.get(pendingHashes), (s) => s.size),
       takeOrigin: (hash) =>

@@ -6,14 +6,19 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Either, Option, Schema, TestClock } from "effect"
 import * as AntiEntropy from "../../src/services/AntiEntropy.js"
+import type { ConflictReport } from "../../src/services/AntiEntropy.js"
 import { makeSimulation, noFaults } from "../../src/services/Network.js"
 import { makeMemory, ObjectStore, RefName } from "../../src/services/ObjectStore.js"
+import * as Owners from "../../src/services/Owners.js"
 import * as Peers from "../../src/services/Peers.js"
+import { formatPublicKey } from "../../src/domain/SshKey.js"
 import * as SyncClient from "../../src/services/SyncClient.js"
 import { memoryKey } from "./KeysFixtures.js"
 import { buildRelease, makeServer, publish, type SimServer } from "../sim/harness.js"
 
 const alice = memoryKey("alice_ed25519")
+const bob = memoryKey("bob_rsa3072")
+const mallory = memoryKey("mallory_ed25519")
 const INTERVAL = 10_000
 
 const refOf = (s: SimServer, release: string) => Effect.orDie(s.store.readRef(RefName.make(`refs/tags/${release}`)))
@@ -80,16 +85,19 @@ describe("Peers", () => {
       yield* TestClock.adjust(Duration.millis(2 * INTERVAL))
       assert.deepStrictEqual(yield* refOf(a!, "alice/one/v1.0.0"), Option.some(onA.tag))
       assert.deepStrictEqual(yield* refOf(b!, "alice/one/v1.0.0"), Option.some(onB.tag))
+      // Each side also claimed the namespace with its own first release: their ownership chains fork too.
+      const releasesOnly = (cs: ReadonlyArray<ConflictReport>) => cs.filter((c) => !c.release.startsWith("@owners/"))
       const ca = yield* a!.conflicts
       const cb = yield* b!.conflicts
-      assert.deepStrictEqual(ca.map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onA.tag, onB.tag, "b"]])
-      assert.deepStrictEqual(cb.map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onB.tag, onA.tag, "a"]])
+      assert.deepStrictEqual(releasesOnly(ca).map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onA.tag, onB.tag, "b"]])
+      assert.deepStrictEqual(releasesOnly(cb).map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onB.tag, onA.tag, "a"]])
+      assert.deepStrictEqual(ca.filter((c) => c.release === "@owners/alice").map((c) => c.peer), ["b"])
       // what `upm peers status` reads: the `?peers` query
       const client = yield* SyncClient.make(sim.node("probe").connect).pipe(Effect.provideService(ObjectStore, a!.store))
       const report = AntiEntropy.parsePeersReply(yield* Effect.scoped(Effect.flatMap(client.connect({ host: "a", port: 0 }), (s) => s.query("peers"))))
       assert.strictEqual(report.self, "a")
       assert.deepStrictEqual(report.peers.map((p) => [p.name, p.address, p.state, p.lag, p.behind]), [["b", "b:0", "up", Option.some(0), Option.some(0)]])
-      assert.deepStrictEqual(report.conflicts.map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onA.tag, onB.tag, "b"]])
+      assert.deepStrictEqual(releasesOnly(report.conflicts).map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onA.tag, onB.tag, "b"]])
       // Conflicts are stored: after a restart (cut off from b, so no round can find it again) `?peers` still shows it.
       yield* a!.crash
       yield* sim.partition([["a", "probe"], ["b"]])
@@ -97,8 +105,49 @@ describe("Peers", () => {
       yield* TestClock.adjust("1 millis")
       const again = AntiEntropy.parsePeersReply(yield* Effect.scoped(Effect.flatMap(client.connect({ host: "a", port: 0 }), (s) => s.query("peers"))))
       assert.deepStrictEqual(again.peers.map((p) => p.state), ["down"])
-      assert.deepStrictEqual(again.conflicts.map((c) => [c.release, c.kept, c.other, c.peer]), [["alice/one/v1.0.0", onA.tag, onB.tag, "b"]])
-      assert.deepStrictEqual((yield* Effect.orDie(a!.store.listRefs(Peers.CONFLICTS_PREFIX))).map((r) => r.name), [`refs/upm/conflicts/alice/one/v1.0.0/${onB.tag}`])
+      assert.sameDeepMembers([...again.conflicts], [...report.conflicts])
+      assert.includeMembers((yield* Effect.orDie(a!.store.listRefs(Peers.CONFLICTS_PREFIX))).map((r) => r.name), [`refs/upm/conflicts/alice/one/v1.0.0/${onB.tag}`])
+    }))
+
+  it.scoped("ownership chains replicate: adopted before the first release is sealed, changes by anti-entropy, a fork is a recorded conflict", () =>
+    Effect.gen(function* () {
+      const { sim, servers: [a, b], pub } = yield* line(["a", "b"])
+      yield* TestClock.adjust("1 millis")
+      assert.strictEqual((yield* pub("a", "alice/one", "1.0.0")).status, "Sealed")
+      yield* TestClock.adjust("1 millis")
+      const ownersOf = (s: SimServer) => Owners.make.pipe(Effect.provideService(ObjectStore, s.store))
+      const [oa, ob] = [yield* ownersOf(a!), yield* ownersOf(b!)]
+      const head = (o: typeof oa) => Effect.map(Effect.orDie(o.get("alice")), Option.map((s) => s.head))
+      // b holds a's chain (a's claim by release), not a claim of its own
+      assert.isTrue(Option.isSome(yield* head(oa)))
+      assert.deepStrictEqual(yield* head(ob), yield* head(oa))
+      // A change made on a (alice adds bob's key) reaches b with the next anti-entropy round, verified.
+      const addBob = yield* Effect.orDie(Owners.makeChange(alice, "alice", yield* Effect.orDie(oa.get("alice")), { op: "add-key", key: formatPublicKey(bob.publicKey) }))
+      yield* Effect.orDie(oa.apply("alice", addBob.body))
+      yield* TestClock.adjust(Duration.millis(INTERVAL))
+      assert.deepStrictEqual(yield* head(ob), Option.some(addBob.hash))
+      assert.strictEqual(Option.getOrThrow(yield* Effect.orDie(ob.get("alice"))).keys.length, 2)
+      // A forged record (mallory signs) is never adopted: b stays where it is.
+      const before = yield* Effect.orDie(ob.get("alice"))
+      const forged = yield* Effect.orDie(Owners.makeChange(mallory, "alice", before, { op: "add-key", key: formatPublicKey(mallory.publicKey) }))
+      yield* Effect.orDie(a!.store.put("tag", forged.body))
+      assert.strictEqual((yield* Effect.flip(oa.adopt("alice", forged.hash))).reason, "NotOwner")
+      // A fork: during a partition each side makes a different change at the same place in the chain.
+      yield* sim.partition([["a"], ["b"]])
+      const onA = yield* Effect.orDie(Owners.makeChange(alice, "alice", before, { op: "remove-key", key: formatPublicKey(bob.publicKey) }))
+      const onB = yield* Effect.orDie(Owners.makeChange(bob, "alice", before, { op: "add-member", member: "alice" }).pipe(Effect.either))
+      yield* Effect.orDie(oa.apply("alice", onA.body))
+      const other = Either.isRight(onB) ? onB.right : yield* Effect.orDie(Owners.makeChange(bob, "alice", before, { op: "remove-key", key: formatPublicKey(alice.publicKey) }))
+      yield* Effect.orDie(ob.apply("alice", other.body))
+      yield* sim.heal
+      yield* TestClock.adjust(Duration.millis(INTERVAL))
+      // Neither side moved; both recorded the fork for `upm peers status`.
+      assert.deepStrictEqual(yield* head(oa), Option.some(onA.hash))
+      assert.deepStrictEqual(yield* head(ob), Option.some(other.hash))
+      const ca = (yield* a!.conflicts).filter((c) => c.release === "@owners/alice")
+      const cb = (yield* b!.conflicts).filter((c) => c.release === "@owners/alice")
+      assert.deepStrictEqual(ca.map((c) => [c.kept, c.other]), [[onA.hash, other.hash]])
+      assert.deepStrictEqual(cb.map((c) => [c.kept, c.other]), [[other.hash, onA.hash]])
     }))
 
   it.scoped("servers holding the same releases compare them with one digest query, whatever their number", () =>
@@ -109,13 +158,13 @@ describe("Peers", () => {
       const client = yield* SyncClient.make(sim.node("probe").connect).pipe(Effect.provideService(ObjectStore, a!.store))
       const session = yield* client.connect({ host: "b", port: 0 })
       const before = (yield* sim.stats).bytes
-      const local = AntiEntropy.buildIndex(yield* Effect.orDie(a!.store.listRefs("refs/tags/")))
+      const local = yield* Effect.orDie(AntiEntropy.listIndexed(a!.store))
       const diff = yield* AntiEntropy.compare(session, local)
       const bytes = (yield* sim.stats).bytes - before
       assert.deepStrictEqual({ missing: diff.missing.length, lag: diff.lag, conflicts: diff.conflicts.length, queries: diff.queries }, { missing: 0, lag: 0, conflicts: 0, queries: 1 })
       assert.isBelow(bytes, 100)
       // Narrowing finds one difference among many.
-      const fewer = AntiEntropy.buildIndex((yield* Effect.orDie(a!.store.listRefs("refs/tags/"))).slice(1))
+      const fewer = AntiEntropy.buildIndex((yield* Effect.orDie(a!.store.listRefs("refs/tags/"))).slice(1).concat(yield* Effect.orDie(a!.store.listRefs("refs/upm/owners/"))))
       const one = yield* AntiEntropy.compare(session, fewer)
       assert.strictEqual(one.missing.length, 1)
       assert.strictEqual(one.lag, 0)

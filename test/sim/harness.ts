@@ -285,6 +285,16 @@ export const convergence = (servers: ReadonlyArray<SimServer>) =>
         return { converged: false, detail: `${n} differs between servers and no conflict is recorded` }
       }
     }
+    // Ownership chains: the same head everywhere, or a recorded fork.
+    const heads = yield* Effect.forEach(servers, (s) =>
+      Effect.map(Effect.orDie(s.store.listRefs("refs/upm/owners/")), (refs) => new Map(refs.map((r) => [r.name.slice("refs/upm/owners/".length), r.hash] as const))))
+    const owners = new Set(heads.flatMap((h) => [...h.keys()]))
+    for (const owner of owners) {
+      const distinct = new Set(heads.map((h) => h.get(owner)))
+      if (distinct.size > 1 && !conflicts.some((c) => c.release === `@owners/${owner}`)) {
+        return { converged: false, detail: `the ownership chain of ${owner} differs between servers and no fork is recorded` }
+      }
+    }
     return { converged: true, detail: `${names.size} releases everywhere` }
   })
 
