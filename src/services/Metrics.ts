@@ -16,13 +16,19 @@
  * | `upm_http_request_duration_seconds` | histogram | — (time to the response head, not to the end of a download) |
  * | `upm_objects_served_total` | counter | `protocol` |
  * | `upm_bytes_served_total` | counter | `protocol` |
+ * | `upm_objects_received_total` | counter | `protocol` (objects pushed to or pulled by this server) |
+ * | `upm_bytes_received_total` | counter | `protocol` |
+ * | `upm_handler_requests_total` | counter | `handler`, `outcome` (ok, failed) |
+ * | `upm_handler_duration_seconds` | histogram | `handler` (a request's time through its handler) |
+ * | `upm_peer_announcements_total` | counter | `direction` (sent, received) |
+ * | `upm_peer_pulls_total` | counter | `outcome` (sealed, failed, …: releases pulled from peers) |
  * | `upm_pushes_sealed_total` | counter | — |
  * | `upm_pushes_rejected_total` | counter | `reason` |
  * | `upm_handler_restarts_total` | counter | `handler` |
  * | `upm_sync_lag_seconds` | gauge | `peer` (how far behind the peer this server is) |
  */
 import {
-  Effect, FiberRef, HashSet, Layer, Logger, Metric, MetricBoundaries, MetricKeyType, MetricLabel, type MetricPair, MetricState,
+  Clock, Effect, Exit, FiberRef, HashSet, Layer, Logger, Metric, MetricBoundaries, MetricKeyType, MetricLabel, type MetricPair, MetricState,
   Option, Schema
 } from "effect"
 
@@ -55,6 +61,31 @@ export const objectsServedTotal = Metric.counter("upm_objects_served_total", {
 })
 export const bytesServedTotal = Metric.counter("upm_bytes_served_total", {
   description: "Bytes of object or file content sent to clients, by protocol",
+  incremental: true
+})
+export const objectsReceivedTotal = Metric.counter("upm_objects_received_total", {
+  description: "Objects received (pushed by clients, pulled from peers), by protocol",
+  incremental: true
+})
+export const bytesReceivedTotal = Metric.counter("upm_bytes_received_total", {
+  description: "Bytes of objects received, by protocol",
+  incremental: true
+})
+export const handlerRequestsTotal = Metric.counter("upm_handler_requests_total", {
+  description: "Requests passed to maintainer handlers, by handler and outcome",
+  incremental: true
+})
+export const handlerDuration = Metric.histogram(
+  "upm_handler_duration_seconds",
+  MetricBoundaries.fromIterable([0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30]),
+  "Time a request spends in its maintainer handler, by handler"
+)
+export const peerAnnouncementsTotal = Metric.counter("upm_peer_announcements_total", {
+  description: "Release announcements between peers, by direction (sent, received)",
+  incremental: true
+})
+export const peerPullsTotal = Metric.counter("upm_peer_pulls_total", {
+  description: "Releases pulled from peers, by outcome",
   incremental: true
 })
 export const pushesSealedTotal = Metric.counter("upm_pushes_sealed_total", {
@@ -105,11 +136,53 @@ export const unsafeTrackConnection = (protocol: Protocol): (() => void) => {
 export const countRequest = (protocol: Protocol, type: string) =>
   Metric.increment(Metric.tagged(Metric.tagged(requestsTotal, "protocol", protocol), "type", type))
 
+// Tagged once: a hot path's count is then one increment, not a new metric key per call.
+const byProtocol = <A, In, Out>(metric: Metric.Metric<A, In, Out>) => ({
+  sync: Metric.tagged(metric, "protocol", "sync"),
+  message: Metric.tagged(metric, "protocol", "message"),
+  http: Metric.tagged(metric, "protocol", "http")
+})
+const objectsServed = byProtocol(objectsServedTotal)
+const bytesServed = byProtocol(bytesServedTotal)
+const objectsReceived = byProtocol(objectsReceivedTotal)
+const bytesReceived = byProtocol(bytesReceivedTotal)
+
+/** Objects and bytes sent to clients (count per batch or per session on hot paths, not per object). */
 export const countServed = (protocol: Protocol, objects: number, bytes: number) =>
   Effect.zipRight(
-    objects > 0 ? Metric.incrementBy(Metric.tagged(objectsServedTotal, "protocol", protocol), objects) : Effect.void,
-    bytes > 0 ? Metric.incrementBy(Metric.tagged(bytesServedTotal, "protocol", protocol), bytes) : Effect.void
+    objects > 0 ? Metric.incrementBy(objectsServed[protocol], objects) : Effect.void,
+    bytes > 0 ? Metric.incrementBy(bytesServed[protocol], bytes) : Effect.void
   )
+
+/** Objects and bytes received (pushed to this server, pulled from a peer). */
+export const countReceived = (protocol: Protocol, objects: number, bytes: number) =>
+  Effect.zipRight(
+    objects > 0 ? Metric.incrementBy(objectsReceived[protocol], objects) : Effect.void,
+    bytes > 0 ? Metric.incrementBy(bytesReceived[protocol], bytes) : Effect.void
+  )
+
+/**
+ * Runs one request through a maintainer handler, counting it by outcome (`ok`, or `failed` for any failure,
+ * timeout or interruption) and recording its time in `upm_handler_duration_seconds`.
+ */
+export const measureHandler = (handler: string) => <A, E, R>(request: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(Clock.currentTimeNanos, (start) =>
+    Effect.onExit(request, (exit) =>
+      Effect.flatMap(Clock.currentTimeNanos, (end) =>
+        Effect.zipRight(
+          Metric.increment(Metric.tagged(Metric.tagged(handlerRequestsTotal, "handler", handler), "outcome", Exit.isSuccess(exit) ? "ok" : "failed")),
+          Metric.update(Metric.tagged(handlerDuration, "handler", handler), Number(end - start) / 1e9)
+        ))))
+
+const announcementsSent = Metric.tagged(peerAnnouncementsTotal, "direction", "sent")
+const announcementsReceived = Metric.tagged(peerAnnouncementsTotal, "direction", "received")
+
+/** A release announcement sent to a peer, or received from one. */
+export const countAnnouncement = (direction: "sent" | "received") =>
+  Metric.increment(direction === "sent" ? announcementsSent : announcementsReceived)
+
+/** A release pulled from a peer: `sealed`, `failed`, or another short reason. */
+export const countPeerPull = (outcome: string) => Metric.increment(Metric.tagged(peerPullsTotal, "outcome", outcome))
 
 export const countPushSealed = Metric.increment(pushesSealedTotal)
 
