@@ -21,6 +21,7 @@ import { type ConnectionError, type ConnectionInfo, SyncProtocol } from "./Conne
 import { getDeflated, getFramed, missingReachable, ObjectStore, RefName } from "./ObjectStore.js"
 import * as OwnerChanges from "./OwnerChanges.js"
 import { type Conversation, Conversations, ProposalPolicy } from "./ProposalPolicy.js"
+import { ResolvePolicy } from "./Policies.js"
 import { Registry } from "./Registry.js"
 import { closure, inflateSend, makeFrontier, makePutBuffer, walkParentFirst, walkParentFirstDeflated } from "./SyncGraph.js"
 import { SyncLimits } from "./SyncLimits.js"
@@ -213,6 +214,7 @@ export const session = (
     const digestQueries = AntiEntropy.makeQueries(store)
     // Owner queries, v2 (docs/protocol.md): read a namespace's keys and members, apply a signed change record.
     const ownerQueries = yield* OwnerChanges.queriesFor(store)
+    const resolver = yield* Effect.serviceOption(ResolvePolicy)
 
     // Handshake ------------------------------------------------------------------------------
     const first = yield* reader.next
@@ -261,7 +263,14 @@ export const session = (
             const name = yield* decodeArg(PackageName, words[0], "package name")
             const rangeText = words.slice(1).join(" ")
             const range = rangeText.length === 0 ? undefined : yield* decodeArg(Range, rangeText, "semver range")
-            const found = yield* registry.match(name, range).pipe(Effect.mapError(storeError))
+            // The maintainer's `resolve` handler decides, when the server has a ResolvePolicy (docs/handlers.md);
+            // else (and by the policy's own default) the registry's newest match.
+            const found = Option.isSome(resolver)
+              ? yield* resolver.value.resolve(range === undefined ? name : `${name}@${range}`, undefined).pipe(
+                Effect.mapError((e) =>
+                  e._tag === "ResolveError" ? sessionError(e.reason === "BadIdentifier" ? "BadQuery" : "Store", `resolve: ${e.detail}`) : storeError(e))
+              )
+              : yield* registry.match(name, range).pipe(Effect.mapError(storeError))
             return Option.match(found, { onNone: () => "", onSome: (r) => `${r.version} ${r.hash}` })
           }
           case "versions": {

@@ -8,6 +8,7 @@ import type { ObjectHash } from "../../src/domain/ObjectHash.js"
 import { PackageName, Version } from "../../src/domain/Package.js"
 import { SyncProtocol } from "../../src/services/Connection.js"
 import { getDeflated, makeMemory, ObjectStore } from "../../src/services/ObjectStore.js"
+import type { ResolvePolicy } from "../../src/services/Policies.js"
 import * as ProposalPolicy from "../../src/services/ProposalPolicy.js"
 import * as Registry from "../../src/services/Registry.js"
 import * as SyncClient from "../../src/services/SyncClient.js"
@@ -69,6 +70,8 @@ export interface ServerOptions {
   readonly versions?: ReadonlyArray<number>
   /** The server's store (a fresh memory store by default). */
   readonly store?: ObjectStore["Type"]
+  /** A ResolvePolicy for `match` (none by default: the registry answers). */
+  readonly resolve?: Layer.Layer<ResolvePolicy>
 }
 
 /** A server: its store, its registry and its SyncProtocol. */
@@ -84,7 +87,8 @@ export const makeServer = (options: ServerOptions = {}) =>
       Verifier.layerUnsigned,
       options.policy ?? ProposalPolicy.layerAcceptAll,
       options.conversations ?? ProposalPolicy.layerNoConversations,
-      SyncLimits.layer(options.limits ?? {})
+      SyncLimits.layer(options.limits ?? {}),
+      options.resolve ?? Layer.empty
     )
     const ctx = yield* Layer.build(deps)
     const sync = yield* SyncServer.makeWith(options.versions ?? SyncServer.SERVER_VERSIONS).pipe(Effect.provide(ctx))

@@ -1,11 +1,13 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Duration, Effect, Either, FastCheck, Fiber, Option, Stream, TestClock } from "effect"
+import { Chunk, Duration, Effect, Either, FastCheck, Fiber, Layer, Option, Stream, TestClock } from "effect"
 import { encodeTag, encodeTree, frame, hashOf } from "../../src/domain/GitObject.js"
 import type { ObjectHash } from "../../src/domain/ObjectHash.js"
 import * as Codec from "../../src/protocol/SyncCodec.js"
 import { randomBytes } from "node:crypto"
 import { deflateSync } from "node:zlib"
 import { getFramed, makeMemory, ObjectStore } from "../../src/services/ObjectStore.js"
+import { ResolvePolicy } from "../../src/services/Policies.js"
+import { Release } from "../../src/services/Registry.js"
 import { inflateSend } from "../../src/services/SyncGraph.js"
 import * as SyncClient from "../../src/services/SyncClient.js"
 import { VerifiedRelease } from "../../src/services/Verifier.js"
@@ -473,5 +475,36 @@ describe("SyncServer: protocol v3, deflated SENDs", () => {
       const check = inflateSend(bomb, { maxObjectSize: 1024 * 1024, maxInflateRatio: 10 })
       assert.isTrue(Either.isLeft(check) && check.left.reason === "Limit")
       assert.deepStrictEqual(inflateSend(ok, { maxObjectSize: 10, maxInflateRatio: 1032 }), Either.right(frame("blob", text.encode("x"))))
+    }))
+})
+
+describe("SyncServer: match asks the ResolvePolicy", () => {
+  it.scoped("a maintainer's resolve decision is the match answer; without a policy the registry's newest match", () =>
+    Effect.gen(function* () {
+      const asked: Array<string> = []
+      // A policy that holds everyone at 1.0.0 (as a `resolve` handler could), and knows nothing of other names.
+      let pinned: ObjectHash | undefined
+      const resolve = Layer.succeed(ResolvePolicy, ResolvePolicy.of({
+        resolve: (identifier) =>
+          Effect.sync(() => {
+            asked.push(identifier)
+            return identifier.startsWith("alice/one") && pinned !== undefined
+              ? Option.some(new Release({ name: pkg("alice/one"), version: ver("1.0.0"), hash: pinned }))
+              : Option.none()
+          })
+      }))
+      const server = yield* makeServer({ resolve })
+      const c = yield* makeClient(server)
+      const one = yield* makeRelease(c.store, "alice/one", "1.0.0", { "a.txt": "1\n" })
+      const two = yield* makeRelease(c.store, "alice/one", "1.1.0", { "a.txt": "2\n" })
+      yield* sealDirect(server, c.store, "alice/one", "1.0.0", one.tag, one.tree)
+      yield* sealDirect(server, c.store, "alice/one", "1.1.0", two.tag, two.tree)
+      pinned = one.tag
+      const out = yield* rawSession(server, ["lit?0\n", "?match alice/one\n\n", "?match alice/one ^1.0\n\n", "?match alice/two\n\n"])
+      assert.strictEqual(out, `lit!0\n!1.0.0 ${one.tag}\n\n!1.0.0 ${one.tag}\n\n!\n\n`)
+      assert.deepStrictEqual(asked, ["alice/one", "alice/one@^1.0", "alice/two"])
+      // The same server without the policy: the registry's newest.
+      const plain = yield* makeServer({ store: server.store })
+      assert.strictEqual(yield* rawSession(plain, ["lit?0\n", "?match alice/one\n\n"]), `lit!0\n!1.1.0 ${two.tag}\n\n`)
     }))
 })
