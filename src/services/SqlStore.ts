@@ -27,6 +27,8 @@ export interface SqlStoreOptions {
   readonly maxRows: number
   /** Most value bytes in one multi-row INSERT. */
   readonly maxBytes: number
+  /** How many statements of one batch run at once, each on a connection of the pool (default 4). */
+  readonly parallel?: number
   /** Whether a failed transaction may be retried (PostgreSQL deadlock / serialization failure). */
   readonly retryable: (error: SqlError.SqlError) => boolean
 }
@@ -67,10 +69,14 @@ export const prefixRange = (prefix: string): Option.Option<{ readonly from: stri
 
 export { batches }
 
+/** A batch is not split into statements of fewer rows than this (each statement is a round trip). */
+const MIN_STATEMENT_ROWS = 64
+
 /** The ObjectStore over the current SqlClient; the tables must exist. */
 export const makeSqlStore = (options: SqlStoreOptions) =>
   Effect.gen(function* () {
     const sql = yield* SqlClient.SqlClient
+    const parallel = options.parallel ?? 4
 
     const fail = (op: StoreError["op"], detail?: string) => (cause: unknown) =>
       new StoreError({ op, cause, ...(detail === undefined ? {} : { detail }) })
@@ -87,16 +93,19 @@ export const makeSqlStore = (options: SqlStoreOptions) =>
     const insertRows = (rows: ReadonlyArray<Row>) =>
       sql`INSERT INTO objects ${sql.insert(rows.map((r) => ({ hash: r.key, value: r.value })))} ON CONFLICT (hash) DO NOTHING`
 
-    // Every transaction inserts in ascending key order, so two nodes storing overlapping graphs at once wait for
-    // each other instead of deadlocking.
+    // A batch is written as several statements at once, each on its own pooled connection and atomic on its own
+    // (objects are content-addressed: a batch cut short leaves only whole objects, which a retry skips). The rows
+    // are sorted and the statements cover disjoint ranges, each inserting in ascending key order, so two nodes
+    // storing overlapping graphs at once wait for each other instead of deadlocking.
     const writeRows = (rows: ReadonlyArray<Row>) => {
       const unique = new Map<ObjectHash, Row>()
       for (const row of rows) unique.set(row.hash, row)
       const sorted = [...unique.values()].sort((a, b) => (a.hash < b.hash ? -1 : a.hash > b.hash ? 1 : 0))
-      const chunks = batches(sorted, (r) => r.value.length, options.maxRows, options.maxBytes)
-      // One statement is atomic on its own: BEGIN and COMMIT would triple the statements of a small write.
-      const write = chunks.length === 1 ? insertRows(chunks[0]!) : transaction(Effect.forEach(chunks, insertRows, { discard: true }))
-      return write.pipe(Effect.mapError(fail("put")))
+      const perStatement = Math.min(options.maxRows, Math.max(MIN_STATEMENT_ROWS, Math.ceil(sorted.length / parallel)))
+      const chunks = batches(sorted, (r) => r.value.length, perStatement, options.maxBytes / parallel)
+      return Effect.forEach(chunks, insertRows, { concurrency: parallel, discard: true }).pipe(
+        Effect.mapError(fail("put"))
+      )
     }
 
     const rowOf = (type: ObjectType, body: Uint8Array): Row => {
