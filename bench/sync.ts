@@ -84,11 +84,12 @@ const stop = (child: ChildProcess) =>
     child.kill("SIGTERM")
   })
 
-const peakRssMiB = (pid: number) => {
+const rssMiB = (pid: number, field: "VmHWM" | "VmRSS") => {
   const status = readFileSync(`/proc/${pid}/status`, "utf8")
-  const kb = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? NaN)
+  const kb = Number(new RegExp(`${field}:\\s+(\\d+) kB`).exec(status)?.[1] ?? NaN)
   return kb / 1024
 }
+const peakRssMiB = (pid: number) => rssMiB(pid, "VmHWM")
 
 /** `--no-http` where the server has an HTTP side (it would otherwise take port 4823). */
 const serveExtraArgs = async () => {
@@ -311,6 +312,8 @@ const benchCorpus = async (corpus: Corpus) => {
 
   // upm
   const upm = await startUpm(serverStore)
+  await new Promise((r) => setTimeout(r, 1000)) // let start-up settle
+  const idleRss = rssMiB(upm.child.pid ?? 0, "VmRSS")
   const publish = await upmPublish(clientStore, corpus.dir, name, "1.0.0", upm.port, counted)
   const install = await upmInstall(installStore, Path.join(work, "upm-install"), name, upm.port, counted)
   const installV0 = corpus.name === "random" ? undefined
@@ -357,7 +360,7 @@ const benchCorpus = async (corpus: Corpus) => {
   }
   say(`republish (one file changed): upm ${fmt(republish.seconds)} s, ${republish.result.objects} objects, ${fmt((republish.wire.sent + republish.wire.received) / 1024, 1)} kB on the wire` +
     ` vs git push ${fmt(gitRepublish.seconds)} s, ${fmt(gitRepublish.bytes / 1024, 1)} kB pack = ${ratio(republish.seconds, gitRepublish.seconds)}`)
-  say(`server peak RSS (VmHWM): upm ${fmt(rss, 0)} MiB`)
+  say(`server RSS: idle ${fmt(idleRss, 0)} MiB, peak (VmHWM) ${fmt(rss, 0)} MiB`)
   rmSync(work, { recursive: true, force: true })
   return lines
 }
@@ -372,7 +375,9 @@ const main = async () => {
   await run("npx", ["tsc", "-p", "tsconfig.build.json", "--outDir", Path.join(BUILD, "dist")], { cwd: ROOT }).catch((e: Error) => {
     if (!existsSync(Path.join(BUILD, "dist", "main.js"))) throw e
   })
-  writeFileSync(BIN, `import "./dist/main.js"\n`)
+  // Bundled as `npm run build` does (bin/upm.js runs the bundle): what users run, and what its RSS is.
+  await run(process.execPath, [Path.join(ROOT, "scripts", "bundle.mjs"), Path.join(BUILD, "dist"), Path.join(BUILD, "dist", "bundle")], { cwd: ROOT })
+  writeFileSync(BIN, `import "./dist/bundle/main.js"\n`)
   console.log(`upm sync bench in ${BASE} (node ${process.version}, ${(await run("git", ["--version"])).stdout.trim()})`)
   const corpora = Path.join(BASE, "corpora")
   const all: Array<string> = []
