@@ -162,17 +162,30 @@ export const countReceived = (protocol: Protocol, objects: number, bytes: number
   )
 
 /**
- * Runs one request through a maintainer handler, counting it by outcome (`ok`, or `failed` for any failure,
- * timeout or interruption) and recording its time in `upm_handler_duration_seconds`.
+ * A handler's meters, tagged once (at handler start): `measure` wraps one request as an Effect; `unsafeDone`
+ * records one that completes through a callback (`ok` or `failed` — any failure, timeout or interruption — and
+ * its time in seconds). Both count `upm_handler_requests_total` and `upm_handler_duration_seconds`.
  */
-export const measureHandler = (handler: string) => <A, E, R>(request: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.flatMap(Clock.currentTimeNanos, (start) =>
-    Effect.onExit(request, (exit) =>
-      Effect.flatMap(Clock.currentTimeNanos, (end) =>
-        Effect.zipRight(
-          Metric.increment(Metric.tagged(Metric.tagged(handlerRequestsTotal, "handler", handler), "outcome", Exit.isSuccess(exit) ? "ok" : "failed")),
-          Metric.update(Metric.tagged(handlerDuration, "handler", handler), Number(end - start) / 1e9)
-        ))))
+export const handlerMeter = (handler: string) => {
+  const byHandler = Metric.tagged(handlerRequestsTotal, "handler", handler)
+  const ok = Metric.tagged(byHandler, "outcome", "ok")
+  const failed = Metric.tagged(byHandler, "outcome", "failed")
+  const duration = Metric.tagged(handlerDuration, "handler", handler)
+  const none: ReadonlyArray<MetricLabel.MetricLabel> = []
+  const unsafeDone = (succeeded: boolean, seconds: number) => {
+    const outcome = succeeded ? ok : failed
+    outcome.unsafeUpdate(1, none)
+    duration.unsafeUpdate(seconds, none)
+  }
+  const measure = <A, E, R>(request: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.flatMap(Clock.currentTimeNanos, (start) =>
+      Effect.onExit(request, (exit) =>
+        Effect.map(Clock.currentTimeNanos, (end) => unsafeDone(Exit.isSuccess(exit), Number(end - start) / 1e9))))
+  return { measure, unsafeDone }
+}
+
+/** Runs one request through a maintainer handler, counted and timed (see `handlerMeter`). */
+export const measureHandler = (handler: string) => handlerMeter(handler).measure
 
 const announcementsSent = Metric.tagged(peerAnnouncementsTotal, "direction", "sent")
 const announcementsReceived = Metric.tagged(peerAnnouncementsTotal, "direction", "received")
