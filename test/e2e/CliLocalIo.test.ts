@@ -8,25 +8,12 @@
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { execFile, execFileSync } from "node:child_process"
+import { execFileSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { type CliResult, makeUser, upm, type User, writeFiles } from "./cliRun.js"
+import { type CliResult, makeUser, runAs as run, shellQuote as quote, upm, writeFiles } from "./cliRun.js"
 import { BIN, spawnServer } from "./server.js"
-
-const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
-
-/** Runs `file args…` with the user's environment; never fails. */
-const run = (user: User, cwd: string, file: string, args: ReadonlyArray<string>): Effect.Effect<CliResult> =>
-  Effect.async<CliResult>((resume) => {
-    const env: Record<string, string> = { PATH: process.env["PATH"] ?? "", ...user.env }
-    const child = execFile(file, [...args], { cwd, env, timeout: 120_000 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === "number" ? error.code : 1
-      resume(Effect.succeed({ code, stdout: stdout.toString(), stderr: stderr.toString() }))
-    })
-    return Effect.sync(() => child.kill("SIGKILL"))
-  })
 
 /** Whether this machine lets us make a private mount namespace with a tmpfs in it (root, or user namespaces). */
 const canMountPrivately = (() => {

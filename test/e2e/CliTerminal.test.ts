@@ -6,26 +6,11 @@
 import { NodeContext } from "@effect/platform-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { execFile } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { type CliResult, makeUser, upm, type User, writeFiles } from "./cliRun.js"
-import { BIN, spawnServer } from "./server.js"
-
-const quote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
-
-/** Runs the CLI on a pseudo-terminal (stdin, stdout and stderr): everything it wrote, as the terminal got it. */
-const upmOnTerminal = (user: User, cwd: string, ...args: ReadonlyArray<string>): Effect.Effect<CliResult> =>
-  Effect.async<CliResult>((resume) => {
-    const command = [process.execPath, BIN, ...args].map(quote).join(" ")
-    const env: Record<string, string> = { PATH: process.env["PATH"] ?? "", TERM: "xterm", ...user.env }
-    const child = execFile("script", ["-qfec", command, "/dev/null"], { cwd, env, timeout: 120_000 }, (error, stdout, stderr) => {
-      const code = error === null ? 0 : typeof error.code === "number" ? error.code : 1
-      resume(Effect.succeed({ code, stdout: stdout.toString(), stderr: stderr.toString() }))
-    })
-    return Effect.sync(() => child.kill("SIGKILL"))
-  })
+import { makeUser, upm, upmOnTerminal, writeFiles } from "./cliRun.js"
+import { spawnServer } from "./server.js"
 
 const hasScript = (() => {
   try {

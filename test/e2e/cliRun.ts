@@ -37,16 +37,30 @@ export const makeUser = (root: string, name: string, server: string): User => {
   }
 }
 
-/** Runs the CLI; never fails: the test looks at the code. */
-export const upm = (user: User, cwd: string, ...args: ReadonlyArray<string>): Effect.Effect<CliResult> =>
+/** Runs `file args…` in the user's environment (PATH kept); never fails: the test looks at the code. */
+export const runAs = (user: User, cwd: string, file: string, args: ReadonlyArray<string>): Effect.Effect<CliResult> =>
   Effect.async<CliResult>((resume) => {
     const env: Record<string, string> = { PATH: process.env["PATH"] ?? "", ...user.env }
-    const child = execFile(process.execPath, [BIN, ...args], { cwd, env, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
+    const child = execFile(file, [...args], { cwd, env, timeout: 120_000, maxBuffer: 16 * 1024 * 1024 }, (error, stdout, stderr) => {
       const code = error === null ? 0 : typeof error.code === "number" ? error.code : 1
       resume(Effect.succeed({ code, stdout: stdout.toString(), stderr: stderr.toString() }))
     })
     return Effect.sync(() => child.kill("SIGKILL"))
   })
+
+/** Runs the CLI; never fails: the test looks at the code. */
+export const upm = (user: User, cwd: string, ...args: ReadonlyArray<string>): Effect.Effect<CliResult> =>
+  runAs(user, cwd, process.execPath, [BIN, ...args])
+
+/** A shell word: the text in single quotes. */
+export const shellQuote = (s: string) => `'${s.replace(/'/g, `'\\''`)}'`
+
+/**
+ * Runs the CLI on a pseudo-terminal (stdin, stdout and stderr) through `script` (util-linux): everything it wrote,
+ * as the terminal got it, is `stdout`.
+ */
+export const upmOnTerminal = (user: User, cwd: string, ...args: ReadonlyArray<string>): Effect.Effect<CliResult> =>
+  runAs({ ...user, env: { TERM: "xterm", ...user.env } }, cwd, "script", ["-qfec", [process.execPath, BIN, ...args].map(shellQuote).join(" "), "/dev/null"])
 
 /** Writes files (relative path → content) under `dir`. */
 export const writeFiles = (dir: string, files: Record<string, string>) => {
