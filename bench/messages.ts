@@ -9,13 +9,13 @@
  * 2. per-request mode: sequential requests, one process spawned per message → p50/p99 latency;
  * 3. built-in `resolve` (no handler process) with the same 50 clients, as the ceiling of the session layer.
  *
- *   npx tsx bench/messages.ts [seconds=5] [clients=50]
+ *   npx tsx bench/messages.ts [seconds=5] [clients=50] [--only=loadgen,client,resolve,spawn] [--depth=1,4]
  */
 import { NodeContext } from "@effect/platform-node"
 import { spawn } from "node:child_process"
 import { fork } from "node:child_process"
 import { readdirSync, readFileSync } from "node:fs"
-import { loadavg } from "node:os"
+import { cpus, loadavg } from "node:os"
 import { Effect, Layer, Schema, Stream } from "effect"
 import { Accounts } from "../src/services/Accounts.js"
 import { SyncProtocol } from "../src/services/Connection.js"
@@ -28,8 +28,14 @@ import { layerAcceptAll } from "../src/services/ProposalPolicy.js"
 import * as Registry from "../src/services/Registry.js"
 import { layerUnsigned } from "../src/services/Verifier.js"
 
-const seconds = Number(process.argv[2] ?? 5)
-const clients = Number(process.argv[3] ?? 50)
+const positional = process.argv.slice(2).filter((a) => !a.startsWith("--"))
+const flag = (name: string) => process.argv.slice(2).find((a) => a.startsWith(`--${name}=`))?.slice(name.length + 3)
+const seconds = Number(positional[0] ?? 5)
+const clients = Number(positional[1] ?? 50)
+/** Phases to run (comma list of loadgen, client, resolve, spawn); default all. */
+const phases = new Set((flag("only") ?? "loadgen,client,resolve,spawn").split(","))
+/** Requests each load-generator connection keeps in flight (comma list: one loadgen phase each). */
+const depths = (flag("depth") ?? "1,4").split(",").map(Number)
 
 const HANDLER = String.raw`
 const write = (obj) => { const b = Buffer.from(JSON.stringify(obj)); const h = Buffer.alloc(4); h.writeUInt32LE(b.length, 0); return Buffer.concat([h, b]) }
@@ -61,57 +67,74 @@ const server = Listener.layer({ ...Listener.defaultOptions, port: 0, maxConnecti
   Layer.provideMerge(NodeContext.layer)
 )
 
-/** A load generator: `conns` raw connections, each authenticating then sending `type` back to back. */
+/**
+ * A load generator: `conns` raw connections, each authenticating then keeping `depth` requests of `type` in
+ * flight (depth 1: the next request as soon as the previous answer is in). Plain `node:net`, like wrk, so the
+ * figure is the server's: it prints its own CPU time.
+ */
 const LOADGEN = String.raw`
 const net = require("node:net")
-const [port, conns, ms, type, data] = [Number(process.argv[1]), Number(process.argv[2]), Number(process.argv[3]), process.argv[4], JSON.parse(process.argv[5])]
+const [port, conns, ms, type, data, depth, good] = [Number(process.argv[1]), Number(process.argv[2]), Number(process.argv[3]), process.argv[4], JSON.parse(process.argv[5]), Number(process.argv[6]), process.argv[7].split(",")]
 const frame = (obj) => { const b = Buffer.from(JSON.stringify(obj)); const h = Buffer.alloc(4); h.writeUInt32LE(b.length, 0); return Buffer.concat([h, b]) }
-const latencies = []; let errors = 0; let open = conns; let deadline = 0
-const start = () => { deadline = Date.now() + ms }
-let ready = 0
+const latencies = []; const starters = []; let errors = 0; let open = conns; let deadline = 0; let ready = 0; let cpu
 for (let c = 0; c < conns; c++) {
   const s = net.connect(port, "127.0.0.1"); s.setNoDelay(true)
-  let buf = Buffer.alloc(0), id = 0, sent = 0, authed = false
-  const send = () => { sent = performance.now(); s.write(frame({ header: { scope: "client", id: ++id }, payload: { type, data } })) }
+  let buf = Buffer.alloc(0), id = 0, authed = false; const sent = new Map()
+  const send = () => { const i = ++id; sent.set(i, performance.now()); s.write(frame({ header: { scope: "client", id: i }, payload: { type, data } })) }
   s.on("connect", () => s.write(frame({ header: { scope: "client", id: 0, authentication: { username: "bench", password: "bench-password" } }, payload: { type: "authenticate", data: null } })))
   s.on("data", (chunk) => {
     buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk])
     while (buf.length >= 4 && buf.length >= 4 + buf.readUInt32LE(0)) {
       const len = buf.readUInt32LE(0); const r = JSON.parse(buf.subarray(4, 4 + len)); buf = buf.subarray(4 + len)
-      if (!authed) { authed = true; if (++ready === conns) { start(); process.send("go") } ; continue }
-      if (r.header.status === "ok") latencies.push(performance.now() - sent); else errors++
-      if (Date.now() < deadline) send(); else { s.end(); if (--open === 0) { process.send(JSON.stringify({ latencies, errors })); process.exit(0) } }
+      if (!authed) { authed = true; if (++ready === conns) process.send("go"); continue }
+      const t = sent.get(r.header.id); sent.delete(r.header.id)
+      if (good.includes(r.header.status)) latencies.push(performance.now() - t); else errors++
+      if (Date.now() < deadline) send()
+      else if (sent.size === 0) { s.end(); if (--open === 0) { const u = process.cpuUsage(cpu); process.send(JSON.stringify({ latencies, errors, cpu: (u.user + u.system) / 1e6 })); process.exit(0) } }
     }
   })
-  process.on("message", () => send())
+  starters.push(() => { for (let k = 0; k < depth; k++) send() })
 }
+process.on("message", () => { deadline = Date.now() + ms; cpu = process.cpuUsage(); for (const start of starters) start() })
 `
 
 /** Runs `procs` load generators with `conns` connections each for `ms`; returns every latency. */
-const loadgen = (port: number, procs: number, conns: number, ms: number, type: string, data: unknown) =>
-  Effect.async<{ latencies: Array<number>; errors: number }>((resume) => {
+const loadgen = (port: number, procs: number, conns: number, ms: number, type: string, data: unknown, depth: number, good: ReadonlyArray<string> = ["ok"]) =>
+  Effect.async<{ latencies: Array<number>; errors: number; cpu: number; server: number; handlers: number }>((resume) => {
+    // CPU of this process and the handlers from "go" (every connection authenticated: scrypt is not counted).
+    let started = { server: 0, handlers: 0 }
     const all: Array<number> = []
     let errors = 0
+    let cpu = 0
     let done = 0
     let ready = 0
     const children = Array.from({ length: procs }, () =>
-      fork("-e", [LOADGEN, String(port), String(conns), String(ms), type, JSON.stringify(data)], { execArgv: [] }))
+      fork("-e", [LOADGEN, String(port), String(conns), String(ms), type, JSON.stringify(data), String(depth), good.join(",")], { execArgv: [] }))
     for (const child of children) {
       child.on("message", (m) => {
         if (m === "go") {
-          if (++ready === procs) for (const c of children) c.send("go")
+          if (++ready === procs) {
+            started = cpuSeconds(children.map((c) => c.pid))
+            for (const c of children) c.send("go")
+          }
           return
         }
-        const r = JSON.parse(String(m)) as { latencies: Array<number>; errors: number }
-        all.push(...r.latencies)
+        const r = JSON.parse(String(m)) as { latencies: Array<number>; errors: number; cpu: number }
+        for (const l of r.latencies) all.push(l)
         errors += r.errors
-        if (++done === procs) resume(Effect.succeed({ latencies: all.sort((a, b) => a - b), errors }))
+        cpu += r.cpu
+        if (++done === procs) {
+          const ended = cpuSeconds(children.map((c) => c.pid))
+          resume(Effect.succeed({
+            latencies: all.sort((a, b) => a - b), errors, cpu, server: ended.server - started.server, handlers: ended.handlers - started.handlers
+          }))
+        }
       })
     }
   })
 
 /** CPU seconds used so far by this process and its live children (the handler processes). */
-const cpuSeconds = () => {
+const cpuSeconds = (except: ReadonlyArray<number | undefined> = []) => {
   const own = process.cpuUsage()
   let children = 0
   for (const entry of readdirSync("/proc")) {
@@ -119,7 +142,9 @@ const cpuSeconds = () => {
     try {
       const stat = readFileSync(`/proc/${entry}/stat`, "utf8")
       const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-      if (Number(fields[1]) === process.pid && fields[0] !== "Z") children += (Number(fields[11]) + Number(fields[12])) / 100
+      if (Number(fields[1]) === process.pid && fields[0] !== "Z" && !except.includes(Number(entry))) {
+        children += (Number(fields[11]) + Number(fields[12])) / 100
+      }
     } catch {
       // gone
     }
@@ -170,24 +195,33 @@ const program = Effect.gen(function* () {
   yield* hammer(sessions, "echo", { warm: true }, 1000)
   const durationMs = seconds * 1000
   const data = { package: "alice/greetings", range: "^1.2" }
-  const before = cpuSeconds()
-  const external = yield* loadgen(port, 2, Math.ceil(clients / 2), durationMs, "echo", data)
-  const after = cpuSeconds()
-  const rate = external.latencies.length / seconds
-  const serverCpu = after.server - before.server
-  const handlerCpu = after.handlers - before.handlers
-  console.log(`persistent handler, ${clients} clients in 2 load processes: ${external.latencies.length} requests = ${rate.toFixed(0)} req/s, ` +
-    `p50 ${fmt(percentile(external.latencies, 0.5))}, p99 ${fmt(percentile(external.latencies, 0.99))}, errors ${external.errors}`)
-  console.log(`  server process ${serverCpu.toFixed(2)} CPU s (${(external.latencies.length / serverCpu).toFixed(0)} req per server CPU s), ` +
-    `handler ${handlerCpu.toFixed(2)} CPU s; wall ${seconds} s on 2 cores`)
-  console.log(`  target ≥ 5000 req/s: ${rate >= 5000 ? "met" : "MISSED"} (${(rate / 5000).toFixed(2)}× target)`)
-  const persistent = yield* hammer(sessions, "echo", data, durationMs)
-  yield* report(`persistent handler, ${clients} in-process MessageClient sessions`, persistent, durationMs)
-  // resolve of an unknown package answers "not-found": count every answer
-  const resolveAll = yield* hammer(sessions, "resolve", "nobody/nothing@^1", durationMs, ["ok", "not-found"])
-  yield* report(`built-in resolve (no handler process), ${clients} clients`, resolveAll, durationMs)
+  for (const depth of depths) {
+    if (!phases.has("loadgen")) break
+    const external = yield* loadgen(port, 2, Math.ceil(clients / 2), durationMs, "echo", data, depth)
+    const rate = external.latencies.length / seconds
+    const serverCpu = external.server
+    const handlerCpu = external.handlers
+    const perRequest = (s: number) => `${((s * 1e6) / external.latencies.length).toFixed(0)} µs/req`
+    console.log(`persistent handler, ${clients} clients in 2 load processes, ${depth} in flight each: ${external.latencies.length} requests = ` +
+      `${rate.toFixed(0)} req/s, p50 ${fmt(percentile(external.latencies, 0.5))}, p99 ${fmt(percentile(external.latencies, 0.99))}, errors ${external.errors}`)
+    console.log(`  CPU: server process ${serverCpu.toFixed(2)} s (${perRequest(serverCpu)}), handler ${handlerCpu.toFixed(2)} s (${perRequest(handlerCpu)}), ` +
+      `load generators ${external.cpu.toFixed(2)} s (${perRequest(external.cpu)}); wall ${seconds} s on ${cpus().length} cores, load average now ${loadavg()[0]?.toFixed(1)}`)
+    console.log(`  target ≥ 5000 req/s: ${rate >= 5000 ? "met" : "MISSED"} (${(rate / 5000).toFixed(2)}× target)`)
+  }
+  if (phases.has("client")) {
+    const persistent = yield* hammer(sessions, "echo", data, durationMs)
+    yield* report(`persistent handler, ${clients} in-process MessageClient sessions`, persistent, durationMs)
+  }
+  if (phases.has("resolve")) {
+    // resolve of an unknown package answers "not-found": count every answer
+    const r = yield* loadgen(port, 2, Math.ceil(clients / 2), durationMs, "resolve", "nobody/nothing@^1", 1, ["ok", "not-found"])
+    const serverCpu = r.server
+    console.log(`built-in resolve (no handler process), ${clients} clients in 2 load processes, 1 in flight each: ` +
+      `${(r.latencies.length / seconds).toFixed(0)} req/s, p50 ${fmt(percentile(r.latencies, 0.5))}, p99 ${fmt(percentile(r.latencies, 0.99))}, ` +
+      `errors ${r.errors}; server ${((serverCpu * 1e6) / r.latencies.length).toFixed(0)} µs CPU/req`)
+  }
   const one = sessions[0]
-  if (one !== undefined) {
+  if (one !== undefined && phases.has("spawn")) {
     const latencies: Array<number> = []
     for (let i = 0; i < 30; i++) {
       const start = performance.now()
