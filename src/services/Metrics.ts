@@ -161,6 +161,37 @@ export const countReceived = (protocol: Protocol, objects: number, bytes: number
     bytes > 0 ? Metric.incrementBy(bytesReceived[protocol], bytes) : Effect.void
   )
 
+const noLabels: ReadonlyArray<MetricLabel.MetricLabel> = []
+
+/** `countServed` as a plain call, for loops outside Effect (a frame encoder, a decoder's chunk loop). */
+export const unsafeCountServed = (protocol: Protocol, objects: number, bytes: number) => {
+  if (objects > 0) objectsServed[protocol].unsafeUpdate(objects, noLabels)
+  if (bytes > 0) bytesServed[protocol].unsafeUpdate(bytes, noLabels)
+}
+
+/** `countReceived` as a plain call. */
+export const unsafeCountReceived = (protocol: Protocol, objects: number, bytes: number) => {
+  if (objects > 0) objectsReceived[protocol].unsafeUpdate(objects, noLabels)
+  if (bytes > 0) bytesReceived[protocol].unsafeUpdate(bytes, noLabels)
+}
+
+/**
+ * `countRequest` for one protocol as a plain call, each type's series tagged once. The caller bounds the types
+ * (e.g. known message types, else "other"): every distinct type is a series kept for the life of the process.
+ */
+export const requestCounter = (protocol: Protocol): ((type: string) => void) => {
+  const byType = new Map<string, Metric.Metric.Counter<number>>()
+  const base = Metric.tagged(requestsTotal, "protocol", protocol)
+  return (type) => {
+    let counter = byType.get(type)
+    if (counter === undefined) {
+      counter = Metric.tagged(base, "type", type)
+      byType.set(type, counter)
+    }
+    counter.unsafeUpdate(1, noLabels)
+  }
+}
+
 /**
  * A handler's meters, tagged once (at handler start): `measure` wraps one request as an Effect; `unsafeDone`
  * records one that completes through a callback (`ok` or `failed` — any failure, timeout or interruption — and
