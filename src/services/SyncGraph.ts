@@ -130,15 +130,14 @@ export const walkParentFirstDeflated = <E, R>(
         seen.add(item.hash)
         return true
       })
-      for (let at = 0; at < level.length; at += READ_WINDOW) {
-        // One after the other: the fs store reads small objects synchronously, where a fiber per read costs more.
-        const read = yield* Effect.forEach(level.slice(at, at + READ_WINDOW), readDeflated)
-        for (const [hash, deflated, object] of read) {
-          yield* visit(hash, deflated)
-          count++
-          if (object === undefined) continue
-          for (const child of children(object)) if (!skip.has(child.hash) && !seen.has(child.hash)) next.push(child)
-        }
+      // One object at a time, visited as soon as it is read: the fs store reads small objects synchronously (a
+      // fiber per read costs more), and only one object's bytes are held here whatever their size.
+      for (const item of level) {
+        const [hash, deflated, object] = yield* readDeflated(item)
+        yield* visit(hash, deflated)
+        count++
+        if (object === undefined) continue
+        for (const child of children(object)) if (!skip.has(child.hash) && !seen.has(child.hash)) next.push(child)
       }
       frontier = next
     }

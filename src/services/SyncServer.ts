@@ -657,27 +657,37 @@ export const session = (
 
 const isSend = (frame: Codec.Frame): frame is Codec.Send => frame._tag === "Send"
 
+/** Bytes of output a session queues for its socket at most (beyond one frame larger than this), in KiB. */
+const OUTPUT_BUDGET_KIB = 4 * 1024
+
 /** Runs a session and turns its frames into bytes; a failed session sends `!error <detail>` and ends. */
 export const serveWith = (versions: ReadonlyArray<number> = SERVER_VERSIONS) =>
   (input: Stream.Stream<Uint8Array, ConnectionError>, info: ConnectionInfo) =>
     Stream.unwrapScoped(Effect.gen(function* () {
       const limits = yield* SyncLimits
       const out = yield* Mailbox.make<Uint8Array>(64)
+      // Output waiting for the socket is bounded in frames (64) and in bytes (OUTPUT_BUDGET, in KiB permits taken
+      // by `emit` and given back as the bytes leave the queue): 64 SENDs of 5 MB objects would hold 320 MB.
+      const budget = yield* Effect.makeSemaphore(OUTPUT_BUDGET_KIB)
+      const permitsOf = (bytes: Uint8Array) => Math.min(OUTPUT_BUDGET_KIB, Math.ceil(bytes.length / 1024))
+      const notReading = () => sessionError("Timeout", "idle timeout: the client is not reading")
       // A client that stops reading stalls the session's output; after the idle timeout that is an error too.
-      // (The timer is only started when the buffer is full: most frames go straight in.)
+      // (The timer is only started when the queue is full: most frames go straight in.)
       const emit = (frame: Codec.Frame) =>
         Codec.encode(frame).pipe(
           Effect.orDie,
           Effect.flatMap((bytes) =>
-            out.unsafeOffer(bytes)
-              ? Effect.void
-              : out.offer(bytes).pipe(
-                Effect.asVoid,
-                Effect.timeoutFail({
-                  duration: limits.idleTimeout,
-                  onTimeout: () => sessionError("Timeout", "idle timeout: the client is not reading")
-                })
-              ))
+            budget.take(permitsOf(bytes)).pipe(
+              Effect.timeoutFail({ duration: limits.idleTimeout, onTimeout: notReading }),
+              Effect.zipRight(
+                out.unsafeOffer(bytes)
+                  ? Effect.void
+                  : out.offer(bytes).pipe(
+                    Effect.asVoid,
+                    Effect.timeoutFail({ duration: limits.idleTimeout, onTimeout: notReading })
+                  )
+              )
+            ))
         )
       yield* session(input, info, emit, versions).pipe(
         Effect.catchAll((e) =>
@@ -691,7 +701,10 @@ export const serveWith = (versions: ReadonlyArray<number> = SERVER_VERSIONS) =>
         Effect.forkScoped
       )
       // Frames waiting together leave as one buffer: one socket write per batch, not per object.
-      return Mailbox.toStream(out).pipe(Stream.mapChunks(coalesce))
+      return Mailbox.toStream(out).pipe(
+        Stream.mapChunksEffect((chunk) => Effect.as(budget.release(Chunk.reduce(chunk, 0, (n, bytes) => n + permitsOf(bytes))), chunk)),
+        Stream.mapChunks(coalesce)
+      )
     }))
 
 const coalesce = (chunk: Chunk.Chunk<Uint8Array>): Chunk.Chunk<Uint8Array> => {
