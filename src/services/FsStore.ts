@@ -178,17 +178,22 @@ export const makeFs = (root: string, options: FsStoreOptions = {}) =>
       }
       const tmp = join(dir, `${tmpPrefix}${tmpCount++}`)
       const fd = openSync(tmp, "wx", 0o444)
+      // Closed exactly once: libuv's threads may reuse the number as soon as it is closed.
+      let open = true
       try {
         for (let written = 0; written < deflated.length;) {
           written += writeSync(fd, deflated, written, deflated.length - written)
         }
         if (fsyncObjects) fsyncSync(fd)
+        open = false
         closeSync(fd)
         renameSync(tmp, fileOf(hash))
       } catch (e) {
-        try {
-          closeSync(fd)
-        } catch { /* already closed */ }
+        if (open) {
+          try {
+            closeSync(fd)
+          } catch { /* nothing more to do with it */ }
+        }
         try {
           unlinkSync(tmp)
         } catch { /* already renamed or gone */ }
