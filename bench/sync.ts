@@ -8,6 +8,7 @@
  * Corpora: (a) real packages fetched now with `npm pack` (lodash@4.17.21, typescript@5.6.3), (b) 10,000 seeded
  * text files in nested folders, (c) 20 × 5 MiB random files; for each, (d) a republish with one file changed.
  * Everything runs on /dev/shm (creating files dominates on disk; see DESIGN.md): UPM_BENCH_DIR overrides it.
+ * Installs and clones alternate, UPM_BENCH_RUNS (3) of each, medians reported: the machine may be shared.
  *
  * upm: the server is `node bin/upm.js serve` on a fresh fs store (its peak RSS is VmHWM from /proc), the client
  * is this process (SyncClient over TCP into an fs store, default protocol negotiation). Publish is the push of
@@ -294,6 +295,9 @@ const gitClone = async (url: string, target: string, trace: string) => {
 // ---------------------------------------------------------------------------------------------
 // One corpus
 
+/** Installs and clones per corpus (alternating); the medians are reported. */
+const RUNS = Number(process.env["UPM_BENCH_RUNS"] ?? 3)
+const medianBy = <A>(xs: ReadonlyArray<A>, key: (a: A) => number): A => [...xs].sort((a, b) => key(a) - key(b))[Math.floor(xs.length / 2)]!
 const mib = (bytes: number) => bytes / (1024 * 1024)
 const fmt = (n: number, digits = 2) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a")
 const ratio = (a: number, b: number) => `${fmt(a / b)}×`
@@ -310,23 +314,11 @@ const benchCorpus = async (corpus: Corpus) => {
   const lines: Array<string> = []
   const say = (s: string) => { lines.push(s); console.log(s) }
 
-  // upm
+  // Both servers run side by side; publishes first, then installs alternate upm / git (RUNS each, medians), so
+  // both meet the same load (this machine is shared), then the one-file republishes.
   const upm = await startUpm(serverStore)
   await new Promise((r) => setTimeout(r, 1000)) // let start-up settle
   const idleRss = rssMiB(upm.child.pid ?? 0, "VmRSS")
-  const publish = await upmPublish(clientStore, corpus.dir, name, "1.0.0", upm.port, counted)
-  const install = await upmInstall(installStore, Path.join(work, "upm-install"), name, upm.port, counted)
-  const installV0 = corpus.name === "random" ? undefined
-    : await upmInstall(Path.join(work, "install-store-v0"), Path.join(work, "upm-install-v0"), name, upm.port, counted, [0])
-  // republish: one file changed
-  const changed = Path.join(work, "changed")
-  cpSync(corpus.dir, changed, { recursive: true })
-  writeFileSync(Path.join(changed, corpus.change), Buffer.concat([readFileSync(Path.join(changed, corpus.change)), Buffer.from("\n// changed\n")]))
-  const republish = await upmPublish(clientStore, changed, name, "1.0.1", upm.port, counted)
-  const rss = peakRssMiB(upm.child.pid ?? 0)
-  await stop(upm.child)
-
-  // git
   const base = Path.join(work, "git-base")
   mkdirSync(base, { recursive: true })
   await run("git", ["init", "-q", "--bare", "-b", "main", Path.join(base, "repo.git")])
@@ -336,12 +328,35 @@ const benchCorpus = async (corpus: Corpus) => {
   cpSync(corpus.dir, gitWork, { recursive: true })
   await run("git", ["-C", gitWork, "init", "-q", "-b", "main"])
   const trace = Path.join(work, "git-trace")
+
+  const publish = await upmPublish(clientStore, corpus.dir, name, "1.0.0", upm.port, counted)
   const tCommit = performance.now()
   const gitPush = await gitPublish(gitWork, url, "v1", trace)
   const commitSeconds = (performance.now() - tCommit) / 1000 - gitPush.seconds
-  const gitInstall = await gitClone(url, Path.join(work, "git-clone"), trace)
+
+  const installs: Array<Awaited<ReturnType<typeof upmInstall>>> = []
+  const clones: Array<Awaited<ReturnType<typeof gitClone>>> = []
+  for (let r = 0; r < RUNS; r++) {
+    installs.push(await upmInstall(`${installStore}-${r}`, Path.join(work, `upm-install-${r}`), name, upm.port, counted))
+    clones.push(await gitClone(url, Path.join(work, `git-clone-${r}`), trace))
+    rmSync(`${installStore}-${r}`, { recursive: true, force: true })
+    rmSync(Path.join(work, `upm-install-${r}`), { recursive: true, force: true })
+    rmSync(Path.join(work, `git-clone-${r}`), { recursive: true, force: true })
+  }
+  const install = medianBy(installs, (i) => i.seconds)
+  const gitInstall = medianBy(clones, (c) => c.seconds)
+  const installV0 = corpus.name === "random" ? undefined
+    : await upmInstall(Path.join(work, "install-store-v0"), Path.join(work, "upm-install-v0"), name, upm.port, counted, [0])
+
+  // republish: one file changed
+  const changed = Path.join(work, "changed")
+  cpSync(corpus.dir, changed, { recursive: true })
+  writeFileSync(Path.join(changed, corpus.change), Buffer.concat([readFileSync(Path.join(changed, corpus.change)), Buffer.from("\n// changed\n")]))
+  const republish = await upmPublish(clientStore, changed, name, "1.0.1", upm.port, counted)
   writeFileSync(Path.join(gitWork, corpus.change), Buffer.concat([readFileSync(Path.join(gitWork, corpus.change)), Buffer.from("\n// changed\n")]))
   const gitRepublish = await gitPublish(gitWork, url, "v2", trace)
+  const rss = peakRssMiB(upm.child.pid ?? 0)
+  await stop(upm.child)
   await stop(daemon.child)
 
   const objects = publish.result.objects
@@ -351,7 +366,7 @@ const benchCorpus = async (corpus: Corpus) => {
     ` | upm ${fmt(objects / publish.seconds, 0)} obj/s, ${fmt(mib(publish.wire.sent) / publish.seconds)} MiB/s` +
     ` | wire upm ${fmt(mib(publish.wire.sent + publish.wire.received))} MiB vs git pack ${fmt(mib(gitPush.bytes))} MiB` +
     ` | round trips: upm v${install.version} ${publish.result.wants} WANT frames from the server, git ${gitPush.requests} requests`)
-  say(`install: upm ${fmt(install.seconds)} s (pull ${fmt(install.pullSeconds)} s + export) vs git clone ${fmt(gitInstall.seconds)} s = ${ratio(install.seconds, gitInstall.seconds)}` +
+  say(`install (median of ${RUNS}, alternating): upm ${fmt(install.seconds)} s (pull ${fmt(install.pullSeconds)} s + export) vs git clone ${fmt(gitInstall.seconds)} s = ${ratio(install.seconds, gitInstall.seconds)}` +
     ` | upm ${fmt(install.pull.objects / install.seconds, 0)} obj/s, ${fmt(mib(install.pull.bytes) / install.seconds)} MiB/s` +
     ` | wire upm ${fmt(mib(install.wire.sent + install.wire.received))} MiB vs git pack ${fmt(mib(gitInstall.bytes))} MiB` +
     ` | round trips: upm v${install.version} ${install.pull.rounds} rounds, ${install.pull.wants} WANTs; git ${gitInstall.requests} requests`)
