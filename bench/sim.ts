@@ -1,31 +1,39 @@
 /**
- * A longer sweep of the peers simulation (test/sim/run.ts) than `npm test` runs: more seeds, more servers, more
- * steps. Prints failing seeds (rerun one with SIM_SEED=<seed> npx vitest run test/sim/Peers.sim.test.ts).
+ * A longer sweep of the peers simulation (test/sim/run.ts on the discrete-event SimRuntime) than `npm test`
+ * runs: more seeds, more servers, more steps, a share of them with signed releases (the real Verifier and
+ * ownership chains). Prints failing seeds (rerun one with SIM_SEED=<seed> npx vitest run test/sim/Peers.sim.test.ts,
+ * or here with the same arguments and first seed).
  *
- *   npx tsx bench/sim.ts [seeds=50] [servers=4] [steps=60]
+ *   npx tsx bench/sim.ts [seeds=300] [servers=4] [steps=40] [first=1000000] [signedEvery=5]
  */
-import { Effect, TestContext } from "effect"
 import { memoryKey } from "../test/services/KeysFixtures.js"
-import { runSeed } from "../test/sim/run.js"
+import { simulate } from "../test/sim/run.js"
 
-const [seeds = 50, servers = 4, steps = 60] = process.argv.slice(2).map(Number)
+const [seeds = 300, servers = 4, steps = 40, first = 1_000_000, signedEvery = 5] = process.argv.slice(2).map(Number)
 const keys = new Map([["alice", memoryKey("alice_ed25519")], ["bob", memoryKey("bob_rsa3072")]])
 
-const program = Effect.gen(function* () {
-  const failed: Array<number> = []
-  const started = performance.now()
-  let worst = 0
-  for (let seed = 1_000_000; seed < 1_000_000 + seeds; seed++) {
-    const result = yield* runSeed(seed, { servers, steps, interval: 5000, keys, boundIntervals: 12 }).pipe(Effect.provide(TestContext.TestContext))
-    worst = Math.max(worst, result.convergedAfter)
-    if (!result.ok) {
-      failed.push(seed)
-      console.log(`seed ${seed} FAILED: ${result.detail}`)
-    }
+const failed: Array<number> = []
+const started = performance.now()
+const cpu0 = process.cpuUsage()
+let worst = 0
+let published = 0
+let connections = 0
+for (let seed = first; seed < first + seeds; seed++) {
+  const signed = signedEvery > 0 && seed % signedEvery === 0
+  const { value } = await simulate(seed, { servers, steps, interval: 5000, keys: signed ? keys : undefined, boundIntervals: 12 })
+  worst = Math.max(worst, value.convergedAfter)
+  published += value.published
+  connections += value.connections
+  if (!value.ok) {
+    failed.push(seed)
+    console.log(`seed ${seed}${signed ? " (signed)" : ""} FAILED: ${value.detail}`)
   }
-  const s = (performance.now() - started) / 1000
-  console.log(`${seeds} seeds × ${servers} servers × ${steps} steps: ${failed.length} failed; slowest convergence ${worst} ms simulated; ${s.toFixed(1)} s real (${(s / seeds).toFixed(2)} s per seed)`)
-  if (failed.length > 0) process.exitCode = 1
-})
-
-Effect.runPromise(program)
+}
+const s = (performance.now() - started) / 1000
+const cpu = process.cpuUsage(cpu0)
+console.log(
+  `${seeds} seeds × ${servers} servers × ${steps} steps (every ${signedEvery}th signed): ${failed.length} failed; ` +
+    `${published} publishes, ${connections} connections; slowest convergence ${worst} ms simulated; ` +
+    `${s.toFixed(1)} s real, ${((cpu.user + cpu.system) / 1000 / seeds).toFixed(0)} ms CPU per seed`
+)
+if (failed.length > 0) process.exitCode = 1

@@ -135,7 +135,10 @@ interface Half {
   readonly write: (bytes: Uint8Array) => Effect.Effect<void, ConnectionError>
   readonly end: Effect.Effect<void>
   readonly cut: (detail: string) => Effect.Effect<void>
+  /** The reading end is gone: stop delivering, fail later writes (not counted as a reset). */
+  readonly discard: Effect.Effect<void>
   readonly input: Stream.Stream<Uint8Array, ConnectionError>
+  readonly inbox: Mailbox.ReadonlyMailbox<Uint8Array, ConnectionError>
 }
 
 type Wire = { readonly _tag: "Data"; readonly bytes: Uint8Array; readonly at: number } | { readonly _tag: "End"; readonly at: number }
@@ -206,36 +209,40 @@ export const makeSimulation = (seed: number, faults: SimFaults = noFaults): Effe
               broken !== undefined
                 ? Effect.fail(broken)
                 : Effect.flatMap(deliverAt, (at) => Queue.offer(wire, { _tag: "Data", bytes, at })).pipe(Effect.asVoid)),
-          end: Effect.flatMap(deliverAt, (at) => Queue.offer(wire, { _tag: "End", at })).pipe(Effect.asVoid),
+          end: Effect.suspend(() =>
+            broken !== undefined ? Effect.void : Effect.flatMap(deliverAt, (at) => Queue.offer(wire, { _tag: "End", at })).pipe(Effect.asVoid)),
           cut,
-          input: Mailbox.toStream(inbox)
+          discard: Effect.suspend(() => {
+            if (broken !== undefined) return Effect.void
+            broken = reset("connection closed by the other end")
+            return Queue.shutdown(wire)
+          }),
+          input: Mailbox.toStream(inbox),
+          inbox
         }
         return half
       })
 
-    /** Reads the first 4 bytes to choose the protocol, then hands the whole input to it. */
-    const dispatch = (input: Stream.Stream<Uint8Array, ConnectionError>, protocols: { readonly sync: Protocol; readonly message: Protocol }, id: number, from: string) =>
-      Stream.unwrapScoped(Effect.gen(function* () {
-        const pull = yield* Stream.toPull(input)
+    /** Reads the first 4 bytes to choose the protocol, then hands the whole input to it (straight from the inbox). */
+    const dispatch = (inbox: Mailbox.ReadonlyMailbox<Uint8Array, ConnectionError>, protocols: { readonly sync: Protocol; readonly message: Protocol }, id: number, from: string) =>
+      Stream.unwrap(Effect.gen(function* () {
         const parts: Array<Uint8Array> = []
         let size = 0
         let ended = false
         while (size < 4 && !ended) {
-          const next = yield* Effect.either(pull)
+          const next = yield* Effect.either(inbox.take)
           if (next._tag === "Left") {
-            if (Option.isSome(next.left)) return Stream.fail(next.left.value)
+            if (next.left._tag !== "NoSuchElementException") return Stream.fail(next.left)
             ended = true
           } else {
-            for (const p of next.right) {
-              parts.push(p)
-              size += p.length
-            }
+            parts.push(next.right)
+            size += next.right.length
           }
         }
-        const prefix = Buffer.concat(parts)
+        const prefix = parts.length === 1 ? parts[0]! : new Uint8Array(Buffer.concat(parts))
         const isSync = prefix.length >= 4 && SYNC_MAGIC.every((b, i) => prefix[i] === b)
-        const rest: Stream.Stream<Uint8Array, ConnectionError> = ended ? Stream.empty : Stream.repeatEffectChunkOption(pull)
-        const all = prefix.length > 0 ? Stream.concat(Stream.make(new Uint8Array(prefix)), rest) : rest
+        const rest: Stream.Stream<Uint8Array, ConnectionError> = ended ? Stream.empty : Mailbox.toStream(inbox)
+        const all = prefix.length > 0 ? Stream.concat(Stream.succeed(prefix), rest) : rest
         return (isSync ? protocols.sync : protocols.message)(all, { id, remoteAddress: from })
       }))
 
@@ -254,13 +261,16 @@ export const makeSimulation = (seed: number, faults: SimFaults = noFaults): Effe
         const toServer = yield* makeHalf(from, to, base)
         const toClient = yield* makeHalf(to, from, base)
         // The server's side runs in the server's scope: a crash (its scope closing) cuts the connection.
-        yield* dispatch(toServer.input, target, id, from).pipe(
+        yield* dispatch(toServer.inbox, target, id, from).pipe(
           Stream.runForEach((bytes) => toClient.write(bytes)),
           Effect.matchEffect({
             onFailure: (e) => toClient.cut(e.detail),
             onSuccess: () => toClient.end
           }),
           Effect.onInterrupt(() => toClient.cut(`connection reset: ${to} went down`)),
+          // Nobody reads the server's input any more: later writes to it fail instead of filling the queues
+          // (and a client closing the connection never waits on a full queue).
+          Effect.ensuring(toServer.discard),
           Effect.forkIn(target.scope)
         )
         // The client closing its scope closes the connection: the server reads the end of its input.

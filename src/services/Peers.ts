@@ -15,7 +15,7 @@
  * - **Conflicts**: a release held here with another hash than a peer's is never replaced (tags are immutable);
  *   it is logged and kept for `upm peers status` (the `?peers` query).
  */
-import { Clock, Context, Duration, Effect, Either, Layer, Option, ParseResult, Queue, Ref, Schedule, Schema, Stream } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Either, Layer, Option, ParseResult, Queue, Ref, Schedule, Schema, Stream } from "effect"
 import { ObjectHash } from "../domain/ObjectHash.js"
 import { type PackageName, releaseRefName, releaseTagName, type Version } from "../domain/Package.js"
 import * as MessageCodec from "../protocol/MessageCodec.js"
@@ -396,7 +396,12 @@ export const make = (config: PeersConfig) =>
         if (g === undefined) groups.set(job.peer.name, [job])
         else g.push(job)
       }
-      for (const group of groups.values()) yield* pullBatch(group[0]!.peer, group)
+      for (const group of groups.values()) {
+        // A defect in one batch must not stop the worker (its releases are released from `pending` either way).
+        yield* pullBatch(group[0]!.peer, group).pipe(
+          Effect.catchAllCause((cause) =>
+            Cause.isInterruptedOnly(cause) ? Effect.failCause(cause) : Effect.logError("pull from peer crashed", cause)))
+      }
     }))
     yield* Effect.forEach(Array.from({ length: config.workers }), () => Effect.forkScoped(worker), { discard: true })
 

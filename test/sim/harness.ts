@@ -8,7 +8,7 @@
  * protocol's `sync` request. The rest of the message protocol (accounts, handlers, conversations) is left out:
  * it opens sockets and files, and the announce path only needs `sync` — the e2e test runs the whole server.
  */
-import { Duration, Effect, ExecutionStrategy, Either, Exit, Layer, Mailbox, Option, Schema, Scope, Stream } from "effect"
+import { Context, Duration, Effect, ExecutionStrategy, Either, Exit, Layer, Mailbox, Option, Schema, Scope, Stream } from "effect"
 import { encodeTag, encodeTree, type GitObject, hashOf, type TreeEntry } from "../../src/domain/GitObject.js"
 import type { ObjectHash } from "../../src/domain/ObjectHash.js"
 import { PackageName, Version } from "../../src/domain/Package.js"
@@ -94,6 +94,8 @@ export interface SimServer {
   readonly crash: Effect.Effect<void>
   /** Conflicts recorded in the store (they survive restarts). */
   readonly conflicts: Effect.Effect<ReadonlyArray<ConflictReport>>
+  /** Releases queued or being pulled (0 when down). */
+  readonly pending: Effect.Effect<number>
 }
 
 /**
@@ -135,6 +137,7 @@ export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOpt
     const store = yield* makeMemory
     const parent = yield* Effect.scope
     let scope: Scope.CloseableScope | undefined
+    let peersService: Peers.Peers["Type"] | undefined
     const config = Schema.decodeSync(Peers.PeersConfig)({
       name: spec.name,
       servers: spec.peers.map((p) => ({ name: p, address: `${p}:0`, secret: SECRET })),
@@ -163,7 +166,8 @@ export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOpt
         Layer.provideMerge(policies))
       const message = Layer.effect(MessageProtocol, peerEndpoint).pipe(Layer.provideMerge(sync))
       const all = (options.sabotage === "no-anti-entropy" ? Peers.layerAnnounce : Peers.layerRun).pipe(Layer.provideMerge(message))
-      const ctx = yield* Layer.buildWithScope(all, s)
+      const ctx = yield* Layer.buildWithScope(all, s).pipe(Effect.annotateLogs({ node: spec.name }))
+      peersService = Context.get(ctx, Peers.Peers)
       const syncProtocol = yield* Effect.provide(SyncProtocol, ctx)
       const messageProtocol = yield* Effect.provide(MessageProtocol, ctx)
       yield* sim.listen(spec.name, { sync: syncProtocol.serve, message: messageProtocol.serve }).pipe(Scope.extend(s))
@@ -171,6 +175,7 @@ export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOpt
     const crash = Effect.suspend(() => {
       const s = scope
       scope = undefined
+      peersService = undefined
       return s === undefined ? Effect.void : Scope.close(s, Exit.void)
     })
     return {
@@ -179,7 +184,8 @@ export const makeServer = (sim: SimNetwork, spec: SimServerSpec, options: SimOpt
       up: () => scope !== undefined,
       boot,
       crash,
-      conflicts: Effect.orDie(Peers.loadConflicts(store))
+      conflicts: Effect.orDie(Peers.loadConflicts(store)),
+      pending: Effect.suspend(() => (peersService === undefined ? Effect.succeed(0) : peersService.pending))
     } satisfies SimServer
   })
 

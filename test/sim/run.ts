@@ -160,7 +160,8 @@ export const runSeed = (seed: number, options: RunOptions) =>
       yield* Effect.sleep(Duration.millis(tick))
     }
     const c = yield* convergence(servers)
-    return yield* fail(`not converged within ${bound} ms of simulated time after healing: ${c.detail}`)
+    const pending = yield* Effect.forEach(servers, (s) => Effect.map(s.pending, (n) => `${s.name} ${n}`))
+    return yield* fail(`not converged within ${bound} ms of simulated time after healing: ${c.detail} (pulls pending: ${pending.join(", ")})`)
   }))
 
 const digestOf = (trace: ReadonlyArray<string>) => createHash("sha1").update(trace.join("\n")).digest("hex")
@@ -170,5 +171,5 @@ const digestOf = (trace: ReadonlyArray<string>) => createHash("sha1").update(tra
  * run), with logging off (the trace says what happened). Rejects only if the run itself breaks (deadlock,
  * livelock, defect); a broken invariant is a result with `ok: false`.
  */
-export const simulate = (seed: number, options: RunOptions) =>
-  runSimulated(runSeed(seed, options).pipe(Logger.withMinimumLogLevel(LogLevel.None)), { maxTime: 3_600_000 })
+export const simulate = (seed: number, options: RunOptions, logLevel: LogLevel.LogLevel = LogLevel.None) =>
+  runSimulated(runSeed(seed, options).pipe(Logger.withMinimumLogLevel(logLevel)), { maxTime: 3_600_000 })

@@ -39,8 +39,10 @@ export const status = (o: { readonly server: Option.Option<string>; readonly jso
       )
     }
     if (report.conflicts.length === 0) return yield* Console.log("no conflicts")
-    yield* Console.log(`${report.conflicts.length} conflict${report.conflicts.length === 1 ? "" : "s"} (the release sealed here stays):`)
+    yield* Console.log(`${report.conflicts.length} conflict${report.conflicts.length === 1 ? "" : "s"} (what this server holds stays):`)
     for (const c of report.conflicts) {
-      yield* Console.log(`  ${c.release}: here ${c.kept}, at ${c.peer} ${c.other}`)
+      // `@owners/<owner>`: the namespace's ownership chain forks (docs/peers.md); else a release with two contents.
+      const what = c.release.startsWith("@owners/") ? `ownership of ${c.release.slice("@owners/".length)}` : c.release
+      yield* Console.log(`  ${what}: here ${c.kept}, at ${c.peer} ${c.other}`)
     }
   }).pipe(Effect.provide(clientLayer(o.server)))
