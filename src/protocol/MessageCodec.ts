@@ -154,13 +154,22 @@ export type HandlerReply = typeof HandlerReply.Type
  * whole; a frame split across reads is joined once, when its last byte arrives.
  */
 export interface FrameReader {
-  /** Adds bytes; the frames they complete, or the error of a length over the limit (then every push fails). */
-  readonly push: (bytes: Uint8Array) => Either.Either<ReadonlyArray<Uint8Array>, FrameError>
+  /**
+   * Adds bytes: the frames they complete, and the error of a length over the limit if one came after them (then
+   * every later push gives that error and no frames).
+   */
+  readonly push: (bytes: Uint8Array) => Cut
   /** The input ended: an error if it ended inside a frame. */
   readonly end: () => Option.Option<FrameError>
 }
 
+export interface Cut {
+  readonly frames: ReadonlyArray<Uint8Array>
+  readonly error: FrameError | undefined
+}
+
 const EMPTY = Buffer.alloc(0)
+const NOTHING: Cut = { frames: [], error: undefined }
 const asBuffer = (bytes: Uint8Array) =>
   Buffer.isBuffer(bytes) ? bytes : Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength)
 
@@ -174,24 +183,24 @@ export const frameReader = (maxFrame: number): FrameReader => {
   const tooLarge = (length: number) => (failed = new FrameError({ reason: "TooLarge", length, limit: maxFrame }))
   return {
     push: (bytes) => {
-      if (failed !== undefined) return Either.left(failed)
-      if (bytes.length === 0) return Either.right([])
+      if (failed !== undefined) return { frames: [], error: failed }
+      if (bytes.length === 0) return NOTHING
       parts.push(asBuffer(bytes))
       size += bytes.length
       if (need === 0 && size >= 4) {
         const head = parts[0]!.length >= 4 ? parts[0]! : Buffer.concat(parts, size)
         if (head !== parts[0]) parts = [head]
         const length = head.readUInt32LE(0)
-        if (length > maxFrame) return Either.left(tooLarge(length))
+        if (length > maxFrame) return { frames: [], error: tooLarge(length) }
         need = 4 + length
       }
-      if (need === 0 || size < need) return Either.right([])
+      if (need === 0 || size < need) return NOTHING
       const buf = parts.length === 1 ? parts[0]! : Buffer.concat(parts, size)
       const frames: Array<Uint8Array> = []
       let at = 0
       while (buf.length - at >= 4) {
         const length = buf.readUInt32LE(at)
-        if (length > maxFrame) return Either.left(tooLarge(length))
+        if (length > maxFrame) return { frames, error: tooLarge(length) }
         if (buf.length - at - 4 < length) break
         frames.push(buf.subarray(at + 4, at + 4 + length))
         at += 4 + length
@@ -200,9 +209,7 @@ export const frameReader = (maxFrame: number): FrameReader => {
       parts = rest.length === 0 ? [] : [rest]
       size = rest.length
       need = rest.length >= 4 ? 4 + rest.readUInt32LE(0) : 0
-      // Complete frames before an oversized length are still delivered; the error comes with the next push.
-      if (need - 4 > maxFrame) tooLarge(need - 4)
-      return Either.right(frames)
+      return { frames, error: need - 4 > maxFrame ? tooLarge(need - 4) : undefined }
     },
     end: () =>
       failed !== undefined
@@ -223,9 +230,12 @@ const frameChannel = <E, A>(maxFrame: number, map: (body: Uint8Array) => A): Cha
       onInput: (input: Chunk.Chunk<Uint8Array>) => {
         const out: Array<A> = []
         for (const bytes of input) {
-          const frames = reader.push(bytes)
-          if (Either.isLeft(frames)) return Channel.fail(frames.left)
-          for (const body of frames.right) out.push(map(body))
+          const cut = reader.push(bytes)
+          for (const body of cut.frames) out.push(map(body))
+          if (cut.error !== undefined) {
+            const fail = Channel.fail(cut.error)
+            return out.length === 0 ? fail : Channel.zipRight(Channel.write(Chunk.unsafeFromArray(out)), fail)
+          }
         }
         return out.length === 0 ? loop : Channel.zipRight(Channel.write(Chunk.unsafeFromArray(out)), loop)
       },
@@ -338,30 +348,6 @@ export const decodeAll = <A, I>(schema: Schema.Schema<A, I>, limits: Limits = de
     Stream.pipeThroughChannelOrFail(bytes, frameChannel<E, Either.Either<A, MessageError>>(limits.maxFrame, one))
 }
 
-const encoder = new TextEncoder()
-
-/** Encodes a message of `schema` as one frame, within the frame limit. */
-export const encodeMessage = <A, I>(schema: Schema.Schema<A, I>, limits: Limits = defaultLimits) => {
-  const encode = Schema.encodeEither(schema, { errors: "all" })
-  return (message: A): Either.Either<Uint8Array, MessageError> =>
-    Either.flatMap(
-      Either.mapLeft(encode(message), (e) => new MessageError({ reason: "Invalid", detail: "cannot encode message", issues: issuesOf(e) })),
-      (encoded) => {
-        let json: string | undefined
-        try {
-          json = JSON.stringify(encoded)
-        } catch (e) {
-          return Either.left(new MessageError({ reason: "Unencodable", detail: e instanceof Error ? e.message : String(e), issues: [] }))
-        }
-        if (json === undefined) return Either.left(new MessageError({ reason: "Unencodable", detail: "not a JSON value", issues: [] }))
-        const body = encoder.encode(json)
-        return body.length > limits.maxFrame
-          ? Either.left(new MessageError({ reason: "TooLarge", detail: `message of ${body.length} bytes exceeds ${limits.maxFrame}`, issues: [] }))
-          : Either.right(frame(body))
-      }
-    )
-}
-
 /**
  * One frame of a message this program built from values it has already validated (a response around a decoded
  * handler reply, a request around a decoded client request): JSON and the size limit, without a Schema pass.
@@ -383,6 +369,16 @@ export const encodeJson = (message: unknown, maxFrame: number = defaultLimits.ma
   out.writeUInt32LE(length, 0)
   out.write(json, 4, "utf8")
   return Either.right(out)
+}
+
+/** Encodes a message of `schema` as one frame, within the frame limit. */
+export const encodeMessage = <A, I>(schema: Schema.Schema<A, I>, limits: Limits = defaultLimits) => {
+  const encode = Schema.encodeEither(schema, { errors: "all" })
+  return (message: A): Either.Either<Uint8Array, MessageError> =>
+    Either.flatMap(
+      Either.mapLeft(encode(message), (e) => new MessageError({ reason: "Invalid", detail: "cannot encode message", issues: issuesOf(e) })),
+      (encoded) => encodeJson(encoded, limits.maxFrame)
+    )
 }
 
 /** `encodeMessage` as an Effect. */

@@ -360,11 +360,8 @@ const persistent = (name: string, spec: HandlerSpec): Effect.Effect<Runner, neve
         Effect.suspend(() => {
           const unknown: Array<unknown> = []
           for (const bytes of chunk) {
-            const frames = reader.push(bytes)
-            if (Either.isLeft(frames)) {
-              return Effect.fail(new HandlerError({ handler: name, reason: "TooLarge", detail: `reply frame too large: ${frames.left.message}` }))
-            }
-            for (const body of frames.right) {
+            const cut = reader.push(bytes)
+            for (const body of cut.frames) {
               const reply = decodeReply(body)
               if (Either.isLeft(reply)) {
                 return Effect.fail(new HandlerError({ handler: name, reason: "Garbage", detail: `bad reply: ${reply.left.message}` }))
@@ -376,6 +373,9 @@ const persistent = (name: string, spec: HandlerSpec): Effect.Effect<Runner, neve
                 pending.delete(id)
                 entry.done(Exit.succeed(reply.right))
               }
+            }
+            if (cut.error !== undefined) {
+              return Effect.fail(new HandlerError({ handler: name, reason: "TooLarge", detail: `reply frame too large: ${cut.error.message}` }))
             }
           }
           return unknown.length === 0

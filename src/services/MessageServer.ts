@@ -480,9 +480,9 @@ export const make = (options: SessionOptions) =>
           Effect.suspend(() => {
             const bodies: Array<Uint8Array> = []
             for (const bytes of chunk) {
-              const frames = reader.push(bytes)
-              if (Either.isLeft(frames)) return Effect.forEach(bodies, onFrame, { discard: true }).pipe(Effect.zipRight(Effect.fail(frames.left)))
-              for (const body of frames.right) bodies.push(body)
+              const cut = reader.push(bytes)
+              for (const body of cut.frames) bodies.push(body)
+              if (cut.error !== undefined) return Effect.forEach(bodies, onFrame, { discard: true }).pipe(Effect.zipRight(Effect.fail(cut.error)))
             }
             return bodies.length === 1 ? onFrame(bodies[0]!) : Effect.forEach(bodies, onFrame, { discard: true })
           })

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Chunk, Effect, Either, FastCheck as fc, Stream } from "effect"
+import { Chunk, Effect, Either, FastCheck as fc, Option, Stream } from "effect"
 import * as Codec from "../../src/protocol/MessageCodec.js"
 
 const json = fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.parse(JSON.stringify(v)) as unknown)
@@ -137,6 +137,34 @@ describe("MessageCodec", () => {
       const [one] = yield* decodeBytes(Codec.ClientRequest, [Codec.frame(Uint8Array.from([0x22, 0xff, 0x22]))])
       assert(one !== undefined && Either.isLeft(one))
       assert.strictEqual(one.left.reason, "BadUtf8")
+    }))
+
+  it.prop("frameReader: any chunking gives the same frames, each whole", [fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 6 }), fc.array(fc.nat(), { maxLength: 10 })], ([bodies, cuts]) => {
+    const reader = Codec.frameReader(64)
+    const got: Array<Uint8Array> = []
+    for (const part of chunked(concat(bodies.map(Codec.frame)), cuts)) {
+      const cut = reader.push(part)
+      assert.isUndefined(cut.error)
+      got.push(...cut.frames)
+    }
+    assert.deepStrictEqual(got.map((b) => [...b]), bodies.map((b) => [...b]))
+    assert.isTrue(Option.isNone(reader.end()))
+  })
+
+  it.effect("frameReader: frames before an oversized length are delivered with the error; a cut frame is Truncated", () =>
+    Effect.sync(() => {
+      const reader = Codec.frameReader(10)
+      const huge = Buffer.alloc(4)
+      huge.writeUInt32LE(11, 0)
+      const first = reader.push(Buffer.concat([Buffer.from(Codec.frame(Uint8Array.of(1, 2))), huge]))
+      assert.deepStrictEqual(first.frames.map((b) => [...b]), [[1, 2]])
+      assert(first.error !== undefined && first.error.reason === "TooLarge" && first.error.length === 11)
+      const next = reader.push(Uint8Array.of(0))
+      assert(next.frames.length === 0 && next.error?.reason === "TooLarge")
+      const cut = Codec.frameReader(10)
+      assert.isUndefined(cut.push(Codec.frame(Uint8Array.of(1, 2, 3)).subarray(0, 5)).error)
+      const end = cut.end()
+      assert(Option.isSome(end) && end.value.reason === "Truncated" && end.value.length === 5)
     }))
 
   it.effect("refuses to encode a message over the frame limit", () =>
