@@ -18,6 +18,7 @@ import { PackageName, Range, Segment, releaseTagName } from "../domain/Package.j
 import * as Codec from "../protocol/SyncCodec.js"
 import * as AntiEntropy from "./AntiEntropy.js"
 import { type ConnectionError, type ConnectionInfo, SyncProtocol } from "./Connection.js"
+import * as Metrics from "./Metrics.js"
 import { getDeflated, getFramed, missingReachable, ObjectStore, RefName } from "./ObjectStore.js"
 import * as OwnerChanges from "./OwnerChanges.js"
 import { type Conversation, Conversations, ProposalPolicy } from "./ProposalPolicy.js"
@@ -94,6 +95,7 @@ const makeFrameReader = (input: Stream.Stream<Uint8Array, ConnectionError>) =>
     const limits = yield* SyncLimits
     const pull = yield* Stream.toPull(input)
     const decoder = Codec.makeDecoder({ maxSendSize: limits.maxObjectSize, maxTextSize: limits.maxTextSize })
+    const countRequest = Metrics.requestCounter("sync") // by frame type: a fixed set
     const ready: Array<Codec.Frame> = []
     const started = yield* Clock.currentTimeMillis
     let handshakeDone = false
@@ -144,6 +146,10 @@ const makeFrameReader = (input: Stream.Stream<Uint8Array, ConnectionError>) =>
             break
           }
           ready.push(...step.right)
+          for (const frame of step.right) {
+            countRequest(frame._tag)
+            if (frame._tag === "Send") Metrics.unsafeCountReceived("sync", 1, frame.data.length)
+          }
         }
         frameStart = decoder.midFrame() ? (frameStart ?? arrived) : undefined
         return yield* next
@@ -391,8 +397,10 @@ export const session = (
                 IncompleteGraph: (e) =>
                   Effect.fail(sessionError("Store", `graph of ${e.root} still misses ${e.missing} objects`))
               }),
-              Effect.mapError((e) => (e._tag === "SyncSessionError" ? e : sealError(e)))
+              Effect.mapError((e) => (e._tag === "SyncSessionError" ? e : sealError(e))),
+              Effect.tapError((e) => Metrics.countPushRejected(e.reason))
             )
+            yield* Metrics.countPushSealed
             yield* Effect.logInfo("release sealed").pipe(
               Effect.annotateLogs({ release: releaseTagName(release.name, release.version), tag: release.tagHash, objects: p.total })
             )
@@ -409,6 +417,7 @@ export const session = (
             return yield* emit(Codec.reply(`queued ${release.tagHash} ${oneLine(decision.message)}`.trim()))
           }
           case "Rejected":
+            yield* Metrics.countPushRejected("Rejected")
             return yield* Effect.fail(sessionError("Rejected", `rejected: ${oneLine(decision.reason)}`))
         }
       })
@@ -657,8 +666,8 @@ export const session = (
 
 const isSend = (frame: Codec.Frame): frame is Codec.Send => frame._tag === "Send"
 
-/** Bytes of output a session queues for its socket at most (beyond one frame larger than this), in KiB. */
-const OUTPUT_BUDGET_KIB = 4 * 1024
+/** Bytes of output a session queues for its socket at most (one frame may go over). */
+const OUTPUT_BUDGET = 4 * 1024 * 1024
 
 /** Runs a session and turns its frames into bytes; a failed session sends `!error <detail>` and ends. */
 export const serveWith = (versions: ReadonlyArray<number> = SERVER_VERSIONS) =>
@@ -666,27 +675,36 @@ export const serveWith = (versions: ReadonlyArray<number> = SERVER_VERSIONS) =>
     Stream.unwrapScoped(Effect.gen(function* () {
       const limits = yield* SyncLimits
       const out = yield* Mailbox.make<Uint8Array>(64)
-      // Output waiting for the socket is bounded in frames (64) and in bytes (OUTPUT_BUDGET, in KiB permits taken
-      // by `emit` and given back as the bytes leave the queue): 64 SENDs of 5 MB objects would hold 320 MB.
-      const budget = yield* Effect.makeSemaphore(OUTPUT_BUDGET_KIB)
-      const permitsOf = (bytes: Uint8Array) => Math.min(OUTPUT_BUDGET_KIB, Math.ceil(bytes.length / 1024))
+      // Output waiting for the socket is bounded in frames (64) and in bytes (OUTPUT_BUDGET; one frame may go
+      // over it): 64 SENDs of 5 MB objects would hold 320 MB. `room` is open while under the budget.
+      let queued = 0
+      const room = yield* Effect.makeLatch(true)
       const notReading = () => sessionError("Timeout", "idle timeout: the client is not reading")
+      const waitForRoom: Effect.Effect<void, SyncSessionError> = Effect.suspend(() => {
+        if (queued < OUTPUT_BUDGET) return Effect.void
+        room.unsafeClose()
+        return room.await.pipe(
+          Effect.timeoutFail({ duration: limits.idleTimeout, onTimeout: notReading }),
+          Effect.zipRight(waitForRoom)
+        )
+      })
       // A client that stops reading stalls the session's output; after the idle timeout that is an error too.
-      // (The timer is only started when the queue is full: most frames go straight in.)
+      // (Timers only start when the queue is full: most frames go straight in.)
       const emit = (frame: Codec.Frame) =>
         Codec.encode(frame).pipe(
           Effect.orDie,
           Effect.flatMap((bytes) =>
-            budget.take(permitsOf(bytes)).pipe(
-              Effect.timeoutFail({ duration: limits.idleTimeout, onTimeout: notReading }),
-              Effect.zipRight(
-                out.unsafeOffer(bytes)
+            Effect.zipRight(
+              waitForRoom,
+              Effect.suspend(() => {
+                queued += bytes.length
+                return out.unsafeOffer(bytes)
                   ? Effect.void
                   : out.offer(bytes).pipe(
                     Effect.asVoid,
                     Effect.timeoutFail({ duration: limits.idleTimeout, onTimeout: notReading })
                   )
-              )
+              })
             ))
         )
       yield* session(input, info, emit, versions).pipe(
@@ -702,7 +720,11 @@ export const serveWith = (versions: ReadonlyArray<number> = SERVER_VERSIONS) =>
       )
       // Frames waiting together leave as one buffer: one socket write per batch, not per object.
       return Mailbox.toStream(out).pipe(
-        Stream.mapChunksEffect((chunk) => Effect.as(budget.release(Chunk.reduce(chunk, 0, (n, bytes) => n + permitsOf(bytes))), chunk)),
+        Stream.mapChunks((chunk) => {
+          queued -= Chunk.reduce(chunk, 0, (n, bytes) => n + bytes.length)
+          if (queued < OUTPUT_BUDGET) room.unsafeOpen()
+          return chunk
+        }),
         Stream.mapChunks(coalesce)
       )
     }))
