@@ -15,7 +15,7 @@ const unsigned: RunOptions = { servers: 3, steps: 12, interval: 5000, keys: unde
 const signed: RunOptions = { ...unsigned, steps: 20, keys }
 
 const only = process.env["SIM_SEED"]
-const COUNT = Number(process.env["SIM_SEEDS"] ?? 200)
+const COUNT = Number(process.env["SIM_SEEDS"] ?? 150)
 const SEEDS = only !== undefined ? [Number(only)] : Array.from({ length: COUNT }, (_, i) => i + 1)
 
 const report = (seed: number, result: RunResult) =>
