@@ -698,6 +698,7 @@ export const serveWith = (versions: ReadonlyArray<number> = SERVER_VERSIONS) =>
               waitForRoom,
               Effect.suspend(() => {
                 queued += bytes.length
+                if (frame._tag === "Send") Metrics.unsafeCountServed("sync", 1, frame.data.length)
                 return out.unsafeOffer(bytes)
                   ? Effect.void
                   : out.offer(bytes).pipe(

@@ -1,6 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Metric, MetricBoundaries } from "effect"
 import * as Metrics from "../../src/services/Metrics.js"
+import { makeClient, makeRelease, makeServer } from "./SyncFixtures.js"
 
 const sampleOf = (text: string, series: string) =>
   text.split("\n").find((line) => line.startsWith(`${series} `))?.slice(series.length + 1)
@@ -81,5 +82,30 @@ describe("Metrics (Prometheus text)", () => {
       assert.strictEqual(sampleOf(text, "upm_requests_total{protocol=\"message\",type=\"resolve\"}"), "2")
       assert.strictEqual(sampleOf(text, "upm_handler_requests_total{handler=\"propose\",outcome=\"ok\"}"), "1")
       assert.strictEqual(sampleOf(text, "upm_handler_duration_seconds_bucket{handler=\"propose\",le=\"0.0025\"}"), "1")
+    }))
+
+  it.scoped("the sync server counts frames, objects and bytes both ways, and seals", () =>
+    Effect.gen(function* () {
+      const read = (series: string) => Effect.map(Metrics.prometheusText, (t) => Number(sampleOf(t, series) ?? "0"))
+      const series = [
+        "upm_objects_received_total{protocol=\"sync\"}", "upm_bytes_received_total{protocol=\"sync\"}",
+        "upm_objects_served_total{protocol=\"sync\"}", "upm_requests_total{protocol=\"sync\",type=\"Send\"}",
+        "upm_pushes_sealed_total"
+      ]
+      const before = yield* Effect.forEach(series, read)
+      const server = yield* makeServer()
+      const client = yield* makeClient(server, { versions: [0, 2] })
+      const { tag } = yield* makeRelease(client.store, "alice/metered", "1.0.0", { "a.txt": "a\n", "b.txt": "b\n" })
+      yield* (yield* client.connect).push(tag)
+      const other = yield* makeClient(server, { versions: [0, 2] })
+      yield* (yield* other.connect).pull(tag)
+      const after = yield* Effect.forEach(series, read)
+      const delta = after.map((n, i) => n - before[i]!)
+      // tag, tree, two blobs: received by the push, served to the pull.
+      assert.strictEqual(delta[0], 4)
+      assert.isAbove(delta[1]!, 0)
+      assert.strictEqual(delta[2], 4)
+      assert.strictEqual(delta[3], 4)
+      assert.strictEqual(delta[4], 1)
     }))
 })
