@@ -32,6 +32,7 @@ import {
   type Scope, Stream, SubscriptionRef
 } from "effect"
 import * as Codec from "../protocol/MessageCodec.js"
+import * as Metrics from "./Metrics.js"
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -423,7 +424,8 @@ const persistent = (name: string, spec: HandlerSpec): Effect.Effect<Runner, neve
       Schedule.exponential(spec.restartBase).pipe(Schedule.union(Schedule.spaced(spec.restartMax)))
     )
     const supervise = Effect.gen(function* () {
-      while (true) {
+      for (let run = 0; ; run++) {
+        if (run > 0) yield* Metrics.countHandlerRestart(name)
         const started = yield* Clock.currentTimeMillis
         yield* runOnce.pipe(Effect.catchAll((e) =>
           Ref.set(lastExit, e.detail).pipe(Effect.zipRight(Effect.logWarning(`handler failed: ${e.detail}`)))))
@@ -583,6 +585,21 @@ const admit = (name: string, spec: HandlerSpec, runner: Runner) =>
     return { call, start }
   })
 
+/** Counts each request by outcome and times it (upm_handler_requests_total, upm_handler_duration_seconds). */
+const metered = (type: string, runner: Required<Runner>): Required<Runner> => {
+  const meter = Metrics.handlerMeter(type)
+  return {
+    call: (invocation) => meter.measure(runner.call(invocation)),
+    start: (invocation, onDone) => {
+      const started = performance.now()
+      return runner.start(invocation, (result) => {
+        meter.unsafeDone(Exit.isSuccess(result), (performance.now() - started) / 1000)
+        onDone(result)
+      })
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Layers
 
@@ -591,7 +608,7 @@ export const make = (config: HandlersConfig) =>
     const runners = new Map<string, Required<Runner>>()
     for (const [type, spec] of Object.entries(config)) {
       const runner = spec.mode === "persistent" ? yield* persistent(type, spec) : yield* perRequest(type, spec)
-      runners.set(type, yield* admit(type, spec, runner))
+      runners.set(type, metered(type, yield* admit(type, spec, runner)))
     }
     return Handlers.of({
       spec: (type) => Option.fromNullable(config[type]),
