@@ -31,6 +31,7 @@ import { MessageProtocol } from "./Connection.js"
 import { ConversationHub, type ConversationOptions, layerConversations, layerHub } from "./Conversations.js"
 import { type Cancel, type HandlerError, Handlers, HandlersConfig, type Invocation } from "./Handlers.js"
 import * as HandlersModule from "./Handlers.js"
+import * as Metrics from "./Metrics.js"
 import type { ObjectStore } from "./ObjectStore.js"
 import {
   Announcement, layerPeerLinkLog, layerPeerSecrets, layerProposalHandler, layerResolve, layerSyncHandler,
@@ -469,10 +470,16 @@ export const make = (options: SessionOptions) =>
               onSome: (refused) => push(reply(refused.status, request.payload.type, { error: refused.error }, request.header.id)),
               onNone: () => admitAndRun(request)
             }))
+        // By type: the built-ins and configured handlers by name, anything else as "other" (bounded labels).
+        const countRequest = Metrics.requestCounter("message")
         const onFrame = (body: Uint8Array) =>
           Either.match(decodeRequest(body), {
             onLeft: (e) => push(reply("bad-request", "error", { error: e.message, issues: e.issues }, undefined)),
-            onRight: dispatch
+            onRight: (request) => {
+              const type = request.payload.type
+              countRequest(builtins.has(type) || inOrder.has(type) || Option.isSome(handlers.spec(type)) ? type : "other")
+              return dispatch(request)
+            }
           })
         // Frames are cut from each read synchronously (a stream stage per frame costs more than a small request).
         const reader = Codec.frameReader(options.limits.maxFrame)
