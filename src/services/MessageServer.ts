@@ -361,6 +361,7 @@ export const make = (options: SessionOptions) =>
               return Effect.gen(function* () {
                 const peer = yield* needPeer
                 const d = yield* dataOf(Announcement, data)
+                yield* Metrics.countAnnouncement("received")
                 const decision = yield* sync.announce(peer, d)
                 return decision._tag === "Accept"
                   ? reply("accepted", type, { name: d.name, version: d.version }, id)

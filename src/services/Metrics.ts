@@ -221,9 +221,9 @@ export const measureHandler = (handler: string) => handlerMeter(handler).measure
 const announcementsSent = Metric.tagged(peerAnnouncementsTotal, "direction", "sent")
 const announcementsReceived = Metric.tagged(peerAnnouncementsTotal, "direction", "received")
 
-/** A release announcement sent to a peer, or received from one. */
-export const countAnnouncement = (direction: "sent" | "received") =>
-  Metric.increment(direction === "sent" ? announcementsSent : announcementsReceived)
+/** Release announcements sent to peers (`count` of them), or received from one. */
+export const countAnnouncement = (direction: "sent" | "received", count = 1) =>
+  count > 0 ? Metric.incrementBy(direction === "sent" ? announcementsSent : announcementsReceived, count) : Effect.void
 
 /** A release pulled from a peer: `sealed`, `failed`, or another short reason. */
 export const countPeerPull = (outcome: string) => Metric.increment(Metric.tagged(peerPullsTotal, "outcome", outcome))

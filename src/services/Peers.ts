@@ -21,6 +21,7 @@ import { type PackageName, releaseRefName, releaseTagName, type Version } from "
 import * as MessageCodec from "../protocol/MessageCodec.js"
 import { compare, type ConflictReport, loadIndex, OWNERS_LABEL, type PeerReport, PeerStatus } from "./AntiEntropy.js"
 import { HandlerDuration } from "./Handlers.js"
+import * as Metrics from "./Metrics.js"
 import { formatAddress, Network, parseAddress } from "./Network.js"
 import { getDecoded, ObjectStore, RefName } from "./ObjectStore.js"
 import * as OwnerChanges from "./OwnerChanges.js"
@@ -364,11 +365,13 @@ export const make = (config: PeersConfig) =>
           )
           if (Either.isRight(result)) {
             if (result.right === "Sealed") {
+              yield* Metrics.countPeerPull("sealed")
               yield* Effect.logInfo("release pulled from peer").pipe(Effect.annotateLogs({ release: label, tag: job.release.hash, peer: peer.name }))
             }
             continue
           }
           const e = result.left
+          yield* Metrics.countPeerPull(e.reason)
           if (e.reason === "Conflict" && e.kept !== undefined && e.other !== undefined) {
             yield* recordConflict(label, e.kept, e.other, peer.name)
           } else if (e.reason === "Unreachable") {
@@ -571,6 +574,7 @@ export const layerAnnounce: Layer.Layer<never, never, Peers | Registry> = Layer.
           type: "sync", status: "ok", data: { name: release.name, version: release.version, hash: release.hash }
         })
         const failed = deliveries.filter((d) => !d.delivered)
+        yield* Metrics.countAnnouncement("sent", deliveries.length - failed.length)
         if (failed.length > 0) {
           yield* Effect.logInfo("announcement not delivered; anti-entropy will catch up").pipe(
             Effect.annotateLogs({ release: releaseTagName(release.name, release.version), peers: failed.map((d) => `${d.peer} (${d.detail ?? ""})`).join(", ") }))
