@@ -90,7 +90,7 @@ for (let c = 0; c < conns; c++) {
       const t = sent.get(r.header.id); sent.delete(r.header.id)
       if (good.includes(r.header.status)) latencies.push(performance.now() - t); else errors++
       if (Date.now() < deadline) send()
-      else if (sent.size === 0) { s.end(); if (--open === 0) { const u = process.cpuUsage(cpu); process.send(JSON.stringify({ latencies, errors, cpu: (u.user + u.system) / 1e6 })); process.exit(0) } }
+      else if (sent.size === 0) { s.end(); if (--open === 0) { const u = process.cpuUsage(cpu); process.send(JSON.stringify({ latencies, errors, cpu: (u.user + u.system) / 1e6 }), () => process.exit(0)) } }
     }
   })
   starters.push(() => { for (let k = 0; k < depth; k++) send() })
