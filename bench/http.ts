@@ -297,6 +297,9 @@ const main = async () => {
     const results: Record<string, WrkResult> = {}
     // 100 clients × 10 MB is a gigabyte per round: downloads run 3× longer so that requests complete.
     const run = async (key: string, label: string, url: string, pid: number | undefined, seconds = duration) => {
+      // A short unmeasured run first, at the same concurrency: the first wave of 100 requests on a fresh server
+      // (code loaded and compiled on first use) would otherwise be the p99 of whichever server is measured first.
+      await wrkRun(["-t2", `-c${connections}`, "-d3s", "--timeout", "30s", url], pid)
       results[key] = await wrk(label, url, connections, seconds, pid)
       console.log(row(results[key]!))
     }
